@@ -1,0 +1,132 @@
+"""The annotator interface every annotator implements.
+
+An annotator reads decoded arrays of the node types it `requires` (always at least
+"image", the normalised source photo) and produces one or more node types. It is
+constructed once per Ray actor with validated params, `load()`s its weights once, and is
+then called on batches. The core is a plain method on numpy arrays, so the same code
+runs in tests, in a Ray actor pool, and online inside the sampler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AnnotatorParams(BaseModel):
+    """Base for annotator params: unknown keys are an error that names the key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class NodeOutput:
+    """One produced node of one image.
+
+    `array` is H x W (grey/mask) or H x W x 3, uint8, or H x W uint16 for documented
+    16-bit maps; it is stored as lossless PNG. Nodes that are pure metadata (boxes,
+    keypoints) set `array=None` and put everything in `meta`, stored as JSON.
+    """
+
+    array: np.ndarray | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """A weight file or repository an annotator needs, for `vicl models list/check/fetch`."""
+
+    repo_id: str
+    filename: str | None = None  # None: a whole HF repository (from_pretrained)
+    description: str = ""
+
+
+class MissingWeightsError(FileNotFoundError):
+    """Raised when weights are not on disk; the message names the file and how to get it."""
+
+    def __init__(self, spec: WeightSpec, searched: list[str]):
+        what = f"{spec.repo_id}/{spec.filename}" if spec.filename else spec.repo_id
+        fetch = f"vicl models fetch {spec.repo_id}"
+        super().__init__(
+            f"missing weights {what!r} (looked in: {', '.join(searched) or 'nothing'}). "
+            f"Fetch them on a machine with network access with `{fetch}` "
+            f"(or `huggingface-cli download {spec.repo_id}"
+            f"{' ' + spec.filename if spec.filename else ''}`) and point "
+            f"annotate.models_dir at the folder, or set HF_HOME to a cache that holds them."
+        )
+        self.spec = spec
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Defaults for the Ray actor pool; params.yaml can override each one."""
+
+    batch_size: int = 8
+    concurrency: int = 1
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+
+
+class Annotator:
+    """Subclass, set the class attributes, implement `annotate`, and `@register` it."""
+
+    name: ClassVar[str]
+    produces: ClassVar[tuple[str, ...]]  # node types written, one row each per image
+    requires: ClassVar[tuple[str, ...]] = ("image",)
+    version: ClassVar[str] = "1"
+    Params: ClassVar[type[BaseModel]] = NoParams
+    resources: ClassVar[Resources] = Resources()
+    weights: ClassVar[tuple[WeightSpec, ...]] = ()
+
+    def __init__(self, params: BaseModel | dict | None = None, *, device: str = "cpu",
+                 models_dir: str | Path | None = None):
+        if params is None or isinstance(params, dict):
+            params = self.Params(**(params or {}))
+        self.params = params
+        self.device = device
+        self.models_dir = Path(models_dir) if models_dir else None
+
+    def load(self) -> None:
+        """Load weights once per process. Weight-free annotators keep the default."""
+
+    def annotate(self, inputs: list[dict[str, np.ndarray]], image_ids: list[str]) -> list[dict[str, NodeOutput]]:
+        """For each image, map every node type in `produces` to its NodeOutput.
+
+        `inputs[i][node]` is the decoded H x W x 3 uint8 array of each required node.
+        Raise on a per-image problem: the stage retries the batch image by image and
+        records the one that fails in the failures table.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def params_hash(cls, params: BaseModel) -> str:
+        """Stable 12-hex digest of (name, version, params): names the store folder."""
+        blob = json.dumps({"name": cls.name, "version": cls.version, "params": params.model_dump(mode="json")},
+                          sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def seed_for(image_id: str, node_type: str, salt: int = 0) -> int:
+    """Deterministic per-(image, node) seed for randomised operators: no global RNG state."""
+    digest = hashlib.sha256(f"{image_id}/{node_type}/{salt}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def resize_to(arr: np.ndarray, height: int, width: int, *, nearest: bool = False) -> np.ndarray:
+    """Resize a map back to the source's size (maps are stored at source resolution)."""
+    import cv2
+
+    if arr.shape[:2] == (height, width):
+        return arr
+    interpolation = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    return cv2.resize(arr, (width, height), interpolation=interpolation)

@@ -1,0 +1,5 @@
+"""vicl pipeline: stages (ingest, annotate, mine, sample, export), Ray wiring, node store, CLI."""
+
+from pipelines import torchvision_compat as _tv
+
+_tv.install()

@@ -1,0 +1,5 @@
+"""Bundled trainer: LoRA / MoE-LoRA fine-tuning of FLUX and Qwen-Image on vicl shards."""
+
+from pipelines import torchvision_compat as _tv
+
+_tv.install()
