@@ -97,7 +97,19 @@ class Annotator:
         self.models_dir = Path(models_dir) if models_dir else None
 
     def load(self) -> None:
-        """Load weights once per process. Weight-free annotators keep the default."""
+        """Load weights once per process. Weight-free annotators keep the default.
+
+        Model annotators resolve their `weights` with `annotators.weights.resolve` and raise
+        `MissingWeightsError` when they are not on disk; they never fall back to random weights.
+        """
+
+    def load_random(self, size: str = "tiny") -> None:
+        """Tests and benchmarks only: build the same architecture with random weights.
+
+        size="tiny" gives a model small enough for a CPU test; size="full" the real
+        architecture (for timing). Model annotators override this; the pipeline never calls it.
+        """
+        raise NotImplementedError(f"{self.name} has no random-weight build")
 
     def annotate(self, inputs: list[dict[str, np.ndarray]], image_ids: list[str]) -> list[dict[str, NodeOutput]]:
         """For each image, map every node type in `produces` to its NodeOutput.
