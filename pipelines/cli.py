@@ -1,0 +1,137 @@
+"""`vicl`: one subcommand per stage, `vicl run` for the chain, `vicl status` for what is done.
+
+Every subcommand calls the same stage functions the dvc stages call (dvc.yaml runs
+`vicl <stage>`), so there is one code path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from pipelines.params import ParamsError, load_params
+
+STAGES = ("ingest", "annotate", "sample", "export")
+
+
+def _progress():
+    from tqdm import tqdm
+
+    return tqdm
+
+
+def _store(params):
+    from pipelines.store import NodeStore
+
+    return NodeStore(params.paths.store)
+
+
+def _stage(name: str, params, store, progress):
+    if name == "ingest":
+        from pipelines.stages.ingest import run_ingest
+
+        return run_ingest(params, store, progress)
+    if name == "annotate":
+        from pipelines.stages.annotate import run_annotate
+
+        return run_annotate(params, store, progress)
+    if name == "sample":
+        from pipelines.stages.sample import run_sample
+
+        return run_sample(params, store)
+    if name == "export":
+        from pipelines.stages.export import run_export
+
+        return run_export(params, store, progress)
+    raise ValueError(name)
+
+
+def run_stages(names, params, ray_address: str | None = None, progress=None, log=print) -> dict:
+    from pipelines import ray_runtime
+
+    store = _store(params)
+    results = {}
+    with ray_runtime.session(params.ray, ray_address):
+        for name in names:
+            start = time.perf_counter()
+            results[name] = _stage(name, params, store, progress)
+            log(f"[{name}] done in {time.perf_counter() - start:.1f}s: {json.dumps(results[name])}")
+    return results
+
+
+def closing_summary(params) -> tuple[int, int]:
+    """(images ok, failures) over the whole store."""
+    from pipelines.stages.ingest import summarise_ingest
+
+    store = _store(params)
+    ok = summarise_ingest(store)["ok"] if store.images_dir.exists() else 0
+    return ok, store.failures().num_rows
+
+
+def cmd_stage(args) -> int:
+    params = load_params(args.params)
+    names = STAGES if args.command == "run" else (args.command,)
+    run_stages(names, params, args.ray_address, _progress())
+    ok, failed = closing_summary(params)
+    print(f"{ok} ok, {failed} failed")
+    if failed:
+        print(f"failures table: {Path(params.paths.out) / 'failures.parquet'} (after export); "
+              f"`vicl status` lists reasons")
+    return 1 if (args.fail_on_error and failed) else 0
+
+
+def cmd_validate(args) -> int:
+    load_params(args.params)
+    print(f"{args.params}: ok")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from pipelines.status import status_report
+
+    params = load_params(args.params)
+    print(status_report(params, _store(params)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vicl", description="Build visual in-context learning datasets.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        return p
+
+    helps = {"ingest": "read the configured sources into the node store (normalised RGB images)",
+             "annotate": "run every configured annotator over every image, in dependency order",
+             "sample": "draw in-context samples (tasks x rows of distinct images) into the samples table",
+             "export": "write WebDataset shards, the failures table and the manifest",
+             "run": "ingest -> annotate -> sample -> export in one Ray session"}
+    for name, text in helps.items():
+        p = common(sub.add_parser(name, help=text, description=text))
+        p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: RAY_ADDRESS or local)")
+        p.add_argument("--fail-on-error", action="store_true", help="exit 1 when any input or annotation failed")
+        p.set_defaults(func=cmd_stage)
+    p = common(sub.add_parser("status", help="what is done and what is left, per stage",
+                              description="what is done and what is left, per stage"))
+    p.set_defaults(func=cmd_status)
+    p = common(sub.add_parser("validate", help="validate params.yaml and stop",
+                              description="validate params.yaml and stop"))
+    p.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ParamsError as e:
+        print(f"invalid params:\n{e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

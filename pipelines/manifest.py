@@ -1,0 +1,69 @@
+"""The run manifest: what was made, from what, with which versions, and the hash of every output file.
+
+Contains no wall-clock time, so identical runs give identical manifests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from pipelines.params import Params
+
+PACKAGES = ("vicl", "torch", "numpy", "pillow", "opencv-python-headless", "ray", "webdataset", "pyarrow",
+            "controlnet_aux", "transformers", "open_clip_torch", "faiss-cpu", "diffusers", "peft")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def build_manifest(params: Params, store, out: Path) -> dict:
+    from pipelines.stages.annotate import node_sources, plan
+
+    index = store.node_index(node_sources(plan(params, store), store))
+    samples = pq.read_table(store.samples_path, columns=["split", "task"]).to_pylist()
+    failures = store.failures().to_pylist()
+    files = {}
+    for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"
+                       and not p.name.startswith(".")):
+        files[str(path.relative_to(out))] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    files["store/samples.parquet"] = {"sha256": sha256_file(store.samples_path),
+                                      "bytes": store.samples_path.stat().st_size}
+    per_task: dict[str, dict[str, int]] = {}
+    for s in samples:
+        per_task.setdefault(s["task"], Counter())[s["split"]] += 1
+    return {
+        "schema": "vicl.manifest/1",
+        "counts": {
+            "images": sum(1 for n in index["node_type"].to_pylist() if n == "image"),
+            "nodes": dict(sorted(Counter(index["node_type"].to_pylist()).items())),
+            "samples": len(samples),
+            "samples_per_split": dict(sorted(Counter(s["split"] for s in samples).items())),
+            "samples_per_task": {t: dict(sorted(c.items())) for t, c in sorted(per_task.items())},
+            "failures": len(failures),
+            "failures_per_reason": dict(sorted(Counter(f"{f['stage']}/{f['reason']}" for f in failures).items())),
+        },
+        "params": params.model_dump(mode="json"),
+        "versions": package_versions(),
+        "files": files,
+    }

@@ -1,0 +1,210 @@
+"""params.yaml: one pydantic model per section, validated before any work starts.
+
+Unknown keys, wrong types and impossible values stop the run with a message that names
+the key (`ParamsError`). Cross-section checks (every node type a task needs has a
+configured producer) run in `validate_params`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ParamsError(ValueError):
+    pass
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PathsParams(Section):
+    store: str = "data/store"  # node store: ingested images, annotator parts, samples
+    out: str = "data/out"  # shards, manifest, failures table
+
+
+class RayParams(Section):
+    address: str | None = None  # None: start a local instance (RAY_ADDRESS / --ray-address override)
+    num_cpus: int | None = Field(None, ge=1)  # local instance only
+    preserve_order: bool = True  # deterministic ingest parts
+
+
+class SourceParams(Section):
+    kind: Literal["embedded", "folder", "webdataset", "parquet"]
+    path: str | None = None  # folder, tar glob or parquet glob
+    image_column: str = "image"  # parquet: a binary column or an HF Image struct {bytes, path}
+    image_extensions: list[str] = ["jpg", "jpeg", "png", "webp"]  # webdataset fields tried in order
+    # embedded only: how many distinct crops/scales to derive from the skimage photos
+    count: int = Field(240, ge=1, le=10000)
+    size: int = Field(320, ge=64, le=2048)  # embedded only: longer side of each derived image
+
+    @model_validator(mode="after")
+    def _needs_path(self):
+        if self.kind != "embedded" and not self.path:
+            raise ValueError(f"source kind {self.kind!r} needs `path`")
+        return self
+
+
+class IngestParams(Section):
+    sources: list[SourceParams] = Field(default_factory=lambda: [SourceParams(kind="embedded")], min_length=1)
+    max_pixels: int = Field(64_000_000, ge=1)  # header-checked before decoding (decompression bombs)
+    min_side: int = Field(16, ge=1)  # shorter side below this is degenerate
+    max_side: int = Field(1024, ge=0)  # stored images are shrunk to this longer side (0: keep)
+    image_format: Literal["jpg", "png", "webp"] = "jpg"
+    quality: int = Field(95, ge=1, le=100)
+    part_size: int = Field(64, ge=1)  # images per Parquet part (the unit of resume)
+
+
+class AnnotatorSpec(Section):
+    params: dict[str, Any] = Field(default_factory=dict)
+    batch_size: int | None = Field(None, ge=1)
+    concurrency: int | None = Field(None, ge=1)
+    num_gpus: float | None = Field(None, ge=0)
+    num_cpus: float | None = Field(None, gt=0)
+
+
+class AnnotateParams(Section):
+    models_dir: str = "models"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    plugins: list[str] = Field(default_factory=list)  # extra modules that @register annotators
+    annotators: dict[str, AnnotatorSpec] = Field(default_factory=dict)
+    prune_stale: bool = True  # delete store folders of annotators/params no longer configured
+
+
+class TaskSpec(Section):
+    name: str
+    path: list[str] = Field(min_length=2)  # condition node types..., target node type
+    family: str = "custom"
+
+    @field_validator("name")
+    @classmethod
+    def _no_dots(cls, v: str) -> str:
+        if "." in v or "/" in v:
+            raise ValueError("task names may not contain '.' or '/' (WebDataset keys and paths)")
+        return v
+
+
+class SampleParams(Section):
+    seed: int = 0
+    # "auto": X -> image and image -> X for every annotated node X; or an explicit list
+    tasks: Literal["auto"] | list[TaskSpec] = "auto"
+    samples_per_task: int = Field(20, ge=1)
+    rows: dict[int, float] = Field(default_factory=lambda: {1: 0.3, 2: 0.4, 3: 0.3})
+    eval_fraction: float = Field(0.1, ge=0, lt=1)
+
+    @field_validator("rows")
+    @classmethod
+    def _rows(cls, v: dict[int, float]) -> dict[int, float]:
+        if not v or any(k < 1 for k in v) or any(p < 0 for p in v.values()) or abs(sum(v.values()) - 1) > 1e-6:
+            raise ValueError("rows must map row counts >= 1 to probabilities that sum to 1")
+        return v
+
+
+class ExportParams(Section):
+    shard_size: int = Field(64, ge=1)  # samples per tar
+    cell_size: int = Field(256, ge=16)  # R: cells are R x R, R divisible by 16
+    mtime: int = 0  # fixed tar member mtime: byte-reproducible shards
+
+    @field_validator("cell_size")
+    @classmethod
+    def _div16(cls, v: int) -> int:
+        if v % 16:
+            raise ValueError("cell_size must be divisible by 16 (VAE x patch size)")
+        return v
+
+
+class Params(Section):
+    paths: PathsParams = Field(default_factory=PathsParams)
+    ray: RayParams = Field(default_factory=RayParams)
+    ingest: IngestParams = Field(default_factory=IngestParams)
+    annotate: AnnotateParams = Field(default_factory=AnnotateParams)
+    # mine: added by the mining stage (issue 5); train: by the bundled trainer (issue 7)
+    sample: SampleParams = Field(default_factory=SampleParams)
+    export: ExportParams = Field(default_factory=ExportParams)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"{source}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_params(data: dict[str, Any], source: str = "params") -> Params:
+    try:
+        return Params.model_validate(data or {})
+    except ValidationError as e:
+        raise ParamsError(_format_errors(e, source)) from None
+
+
+def load_params(path: str | Path) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: no such params file")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: top level must be a mapping")
+    params = parse_params(data, str(path))
+    validate_params(params, str(path))
+    return params
+
+
+def validate_params(params: Params, source: str = "params") -> None:
+    """Checks that need the registries: annotator names, their params, task node producers."""
+    import annotators
+    from annotators import registry
+    from pipelines.node_types import NODE_TYPES
+
+    registry.load_plugins(params.annotate.plugins)
+    produced: dict[str, str] = {"image": "ingest"}
+    for name, spec in params.annotate.annotators.items():
+        key = f"annotate.annotators.{name}"
+        try:
+            cls = annotators.get(name)
+        except KeyError as e:
+            raise ParamsError(f"{source}: {key}: {e.args[0]}") from None
+        try:
+            cls.Params.model_validate(spec.params)
+        except ValidationError as e:
+            raise ParamsError(_format_errors(e, f"{source}: {key}.params")) from None
+        for node in cls.produces:
+            if node in produced:
+                raise ParamsError(f"{source}: {key}: node type {node!r} is already produced by {produced[node]!r}")
+            produced[node] = name
+        for node in cls.requires:
+            if node.endswith(".meta"):
+                node = node[: -len(".meta")]
+            if node not in produced and node not in _produced_by_any(params, node):
+                raise ParamsError(f"{source}: {key}: requires node type {node!r} which no configured annotator produces")
+    if params.sample.tasks != "auto":
+        for i, task in enumerate(params.sample.tasks):
+            for node in task.path:
+                if node not in NODE_TYPES:
+                    raise ParamsError(f"{source}: sample.tasks.{i}.path: unknown node type {node!r}")
+                if node not in produced:
+                    raise ParamsError(f"{source}: sample.tasks.{i}.path: node type {node!r} is produced by no "
+                                      f"configured annotator (add one under annotate.annotators)")
+
+
+def _produced_by_any(params: Params, node: str) -> set[str]:
+    import annotators
+
+    return {node for name in params.annotate.annotators if node in annotators.get(name).produces}
+
+
+def produced_nodes(params: Params) -> dict[str, str]:
+    """node type -> configured annotator name (the source image -> 'ingest')."""
+    import annotators
+
+    out = {"image": "ingest"}
+    for name in params.annotate.annotators:
+        for node in annotators.get(name).produces:
+            out[node] = name
+    return out

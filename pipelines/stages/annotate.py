@@ -1,0 +1,321 @@
+"""Annotate: run every configured annotator over every image part, in dependency order.
+
+Per annotator, the pending parts (those whose output file does not exist yet) stream
+through Ray Data:
+  from_items(parts) -> flat_map(read inputs of a part: image + required nodes, joined)
+                    -> map_batches(AnnotatorActor: decode, annotate, encode; one model per actor)
+                    -> driver: rows gathered per part, each part written atomically when whole.
+An annotator's folder name hashes its name, version, params and the ingest fingerprint,
+so changing any of them recomputes exactly that annotator, and adding one computes
+only the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.images import decode_rgb, encode_png
+from pipelines.params import AnnotatorSpec, Params, ParamsError
+from pipelines.store import NODE_SCHEMA, NodeStore, clean_temp_files, part_name, remove_tree, write_json, write_table
+
+OUT_SCHEMA = NODE_SCHEMA.append(pa.field("part", pa.int32()))
+
+
+@dataclass
+class AnnotatorRun:
+    name: str
+    params_json: str  # validated params, JSON (plain data: travels to any worker)
+    version: str
+    produces: tuple[str, ...]
+    requires: tuple[str, ...]
+    folder: Path
+    folder_hash: str
+    spec: AnnotatorSpec
+    device: str
+    num_gpus: float
+    num_cpus: float
+    batch_size: int
+    concurrency: int
+
+
+def _resolve_device(device: str, num_gpus: float) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
+
+
+def plan(params: Params, store: NodeStore) -> list[AnnotatorRun]:
+    """Configured annotators in dependency order, each with its store folder and resources."""
+    import annotators
+
+    marker = store.images_dir / "ingest.json"
+    ingest_fp = json.loads(marker.read_text())["fingerprint"] if marker.exists() else "none"
+    runs: dict[str, AnnotatorRun] = {}
+    producer: dict[str, str] = {}
+    for name, spec in params.annotate.annotators.items():
+        cls = annotators.get(name)
+        model = cls.Params.model_validate(spec.params)
+        folder_hash = hashlib.sha256(f"{cls.params_hash(model)}/{ingest_fp}".encode()).hexdigest()[:12]
+        num_gpus = spec.num_gpus if spec.num_gpus is not None else cls.resources.num_gpus
+        runs[name] = AnnotatorRun(
+            name=name, params_json=model.model_dump_json(), version=cls.version, produces=tuple(cls.produces),
+            requires=tuple(r.removesuffix(".meta") for r in cls.requires),
+            folder=store.annotator_dir(name, folder_hash), folder_hash=folder_hash, spec=spec,
+            device=_resolve_device(params.annotate.device, num_gpus), num_gpus=num_gpus,
+            num_cpus=spec.num_cpus if spec.num_cpus is not None else cls.resources.num_cpus,
+            batch_size=spec.batch_size or cls.resources.batch_size,
+            concurrency=spec.concurrency or cls.resources.concurrency)
+        for node in cls.produces:
+            producer[node] = name
+    order, state = [], {}
+
+    def visit(name: str, trail: tuple[str, ...]):
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            raise ParamsError(f"annotate.annotators: dependency cycle {' -> '.join(trail + (name,))}")
+        state[name] = "visiting"
+        for node in runs[name].requires:
+            if node != "image":
+                visit(producer[node], trail + (name,))
+        state[name] = "done"
+        order.append(runs[name])
+
+    for name in sorted(runs):
+        visit(name, ())
+    return order
+
+
+def node_sources(runs: list[AnnotatorRun], store: NodeStore) -> dict[str, Path]:
+    """node type -> folder of the parts that hold it."""
+    out = {"image": store.images_dir}
+    for run in runs:
+        for node in run.produces:
+            out[node] = run.folder
+    return out
+
+
+# --- workers ----------------------------------------------------------------------------------
+
+def read_part_inputs(item: dict) -> list[dict]:
+    """flat_map: one part -> rows of (image_id, data/meta of each required node), inner-joined on ok rows."""
+    inputs: dict[str, str] = json.loads(item["inputs"])
+    joined: dict[str, dict] | None = None
+    for node, path in inputs.items():
+        t = pq.read_table(path, columns=["image_id", "node_type", "data", "meta", "error"])
+        rows = {}
+        for r in t.to_pylist():
+            if r["node_type"] == node and r["error"] is None and r["image_id"] not in rows:
+                rows[r["image_id"]] = {f"data:{node}": r["data"], f"meta:{node}": r["meta"]}
+        if joined is None:
+            joined = rows
+        else:
+            joined = {k: {**v, **rows[k]} for k, v in joined.items() if k in rows}
+    return [{"part": item["part"], "image_id": k, **v} for k, v in sorted((joined or {}).items())]
+
+
+class AnnotatorActor:
+    """Ray Data callable class: builds and loads the annotator once per actor."""
+
+    def __init__(self, run: dict):
+        import annotators
+        from annotators import registry
+
+        registry.load_plugins(run["plugins"])
+        cls = annotators.get(run["name"])
+        self.cls = cls
+        self.annotator = cls(cls.Params.model_validate_json(run["params_json"]), device=run["device"],
+                             models_dir=run["models_dir"])
+        self.annotator.load()
+        self.folder_hash = run["folder_hash"]
+        self.requires = [r.removesuffix(".meta") for r in cls.requires]
+
+    def _decode(self, batch: dict) -> list[dict]:
+        items = []
+        for i in range(len(batch["image_id"])):
+            item = {}
+            for node in self.requires:
+                data = batch[f"data:{node}"][i]
+                if data:
+                    item[node] = decode_rgb(data)
+                item[f"{node}.meta"] = json.loads(batch[f"meta:{node}"][i] or "{}")
+            items.append(item)
+        return items
+
+    def _annotate_isolated(self, items, ids):
+        """Batch first; if the batch raises, image by image so one bad input fails alone."""
+        try:
+            return self.annotator.annotate(items, ids), [None] * len(ids)
+        except Exception:  # noqa: BLE001 - isolated below, per image
+            outs, errors = [], []
+            for item, image_id in zip(items, ids):
+                try:
+                    outs.append(self.annotator.annotate([item], [image_id])[0])
+                    errors.append(None)
+                except Exception as e:  # noqa: BLE001 - recorded in the failures table
+                    outs.append(None)
+                    errors.append(f"{type(e).__name__}: {e}")
+            return outs, errors
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        batch = batch.to_pydict()
+        ids = batch["image_id"]
+        start = time.perf_counter()
+        try:
+            items = self._decode(batch)
+            outs, errors = self._annotate_isolated(items, ids)
+        except Exception as e:  # noqa: BLE001 - undecodable input: every image of the batch fails
+            outs, errors = [None] * len(ids), [f"{type(e).__name__}: {e}"] * len(ids)
+        seconds = (time.perf_counter() - start) / max(1, len(ids))
+        rows = []
+        for part, image_id, out, error in zip(batch["part"], ids, outs, errors):
+            for node in self.cls.produces:
+                row = {"image_id": image_id, "node_type": node, "data": b"", "format": "none", "width": 0,
+                       "height": 0, "meta": "{}", "annotator": self.cls.name,
+                       "annotator_version": self.cls.version, "params_hash": self.folder_hash,
+                       "seconds": seconds, "error": error, "part": part}
+                if error is None:
+                    try:
+                        row.update(_encode_output(out[node]))
+                    except Exception as e:  # noqa: BLE001 - a malformed output is this image's failure
+                        row["error"] = f"bad output for {node}: {type(e).__name__}: {e}"
+                rows.append(row)
+        return pa.Table.from_pylist(rows, schema=OUT_SCHEMA)
+
+
+def _encode_output(out) -> dict:
+    meta = json.dumps(out.meta, sort_keys=True, default=_json_default)
+    if out.array is None:
+        return {"data": b"", "format": "json", "meta": meta}
+    arr = np.asarray(out.array)
+    if arr.dtype not in (np.uint8, np.uint16) or arr.ndim not in (2, 3):
+        raise ValueError(f"expected HxW or HxWx3 uint8/uint16, got {arr.dtype} {arr.shape}")
+    return {"data": encode_png(arr), "format": "png", "width": int(arr.shape[1]), "height": int(arr.shape[0]),
+            "meta": meta}
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+# --- driver -----------------------------------------------------------------------------------
+
+def _expected_rows(inputs: dict[str, str]) -> int:
+    return len(read_ids_joined(inputs))
+
+
+def read_ids_joined(inputs: dict[str, str]) -> set[str]:
+    ids = None
+    for node, path in inputs.items():
+        t = pq.read_table(path, columns=["image_id", "node_type", "error"])
+        ok = {r["image_id"] for r in t.to_pylist() if r["node_type"] == node and r["error"] is None}
+        ids = ok if ids is None else ids & ok
+    return ids or set()
+
+
+def run_annotator(run: AnnotatorRun, sources: dict[str, Path], store: NodeStore, params: Params,
+                  progress=None) -> dict:
+    import ray.data
+
+    clean_temp_files(run.folder)
+    write_json({"name": run.name, "version": run.version, "params": json.loads(run.params_json),
+                "produces": list(run.produces), "requires": list(run.requires)}, run.folder / "annotator.json")
+    parts = [int(p.stem.split("-")[1]) for p in store.image_parts()]
+    pending = {}
+    for k in parts:
+        if (run.folder / part_name(k)).exists():
+            continue
+        inputs = {node: str(sources[node] / part_name(k)) for node in run.requires}
+        missing = [p for p in inputs.values() if not Path(p).exists()]
+        if missing:
+            raise RuntimeError(f"{run.name}: input part missing: {missing[0]} (did its annotator fail?)")
+        pending[k] = inputs
+    if not pending:
+        return {"annotator": run.name, "computed_parts": 0, "parts": len(parts)}
+
+    expected = {k: _expected_rows(v) * len(run.produces) for k, v in pending.items()}
+    for k in [k for k, n in expected.items() if n == 0]:  # nothing to annotate: an empty part is still done
+        write_table(OUT_SCHEMA.empty_table().drop_columns(["part"]), run.folder / part_name(k))
+        del pending[k]
+    if pending:
+        actor_args = {"name": run.name, "params_json": run.params_json, "device": run.device,
+                      "models_dir": str(Path(params.annotate.models_dir).absolute()),
+                      "plugins": params.annotate.plugins, "folder_hash": run.folder_hash}
+        items = [{"part": k, "inputs": json.dumps(v)} for k, v in sorted(pending.items())]
+        pool = ray.data.ActorPoolStrategy(size=_pool_size(run))
+        ds = (ray.data.from_items(items, override_num_blocks=len(items))
+              .flat_map(read_part_inputs, num_cpus=0.25)
+              .map_batches(AnnotatorActor, fn_constructor_kwargs={"run": actor_args}, batch_format="pyarrow",
+                           batch_size=run.batch_size, compute=pool, num_gpus=run.num_gpus,
+                           num_cpus=run.num_cpus))
+        buffers: dict[int, list[pa.Table]] = {k: [] for k in pending}
+        counts = dict.fromkeys(pending, 0)
+        bar = (progress or _no_bar)(total=len(pending), desc=f"annotate {run.name}")
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for k in sorted(set(batch["part"].to_pylist())):
+                rows = batch.filter(pa.compute.equal(batch["part"], k))
+                buffers[k].append(rows)
+                counts[k] += rows.num_rows
+                if counts[k] == expected[k]:
+                    _write_part(pa.concat_tables(buffers.pop(k)), run.folder / part_name(k))
+                    bar.update(1)
+        bar.close()
+        if buffers:
+            raise RuntimeError(f"{run.name}: parts {sorted(buffers)} did not receive all their rows")
+    return {"annotator": run.name, "computed_parts": len(expected), "parts": len(parts)}
+
+
+def _pool_size(run: AnnotatorRun) -> int:
+    """CPU-only pools leave room for the reading tasks, or the actors would starve them."""
+    import ray
+
+    if run.num_gpus > 0:
+        return run.concurrency
+    cpus = ray.cluster_resources().get("CPU", 1)
+    return max(1, min(run.concurrency, int((cpus - 0.25) // run.num_cpus)))
+
+
+def _write_part(table: pa.Table, path: Path) -> None:
+    table = table.drop_columns(["part"])
+    order = pa.compute.sort_indices(table, sort_keys=[("image_id", "ascending"), ("node_type", "ascending")])
+    write_table(table.take(order), path)
+
+
+class _no_bar:
+    def __init__(self, **_):
+        pass
+
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def run_annotate(params: Params, store: NodeStore, progress=None) -> list[dict]:
+    runs = plan(params, store)
+    sources = node_sources(runs, store)
+    results = [run_annotator(run, sources, store, params, progress) for run in runs]
+    if params.annotate.prune_stale:
+        keep = {run.folder for run in runs}
+        for folder in sorted(store.nodes_dir.glob("*/*")):
+            if folder.is_dir() and folder not in keep:
+                remove_tree(folder)
+        for folder in sorted(store.nodes_dir.glob("*")):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+    return results
