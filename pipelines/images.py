@@ -44,9 +44,9 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(im, dtype=np.int64)
         arr = np.clip(arr, 0, 65535) >> 8
-        im = Image.fromarray(arr.astype(np.uint8), mode="L")
+        im = Image.fromarray(arr.astype(np.uint8))
     elif im.mode == "F":
-        im = Image.fromarray(np.clip(np.asarray(im), 0, 255).astype(np.uint8), mode="L")
+        im = Image.fromarray(np.clip(np.asarray(im), 0, 255).astype(np.uint8))
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -105,7 +105,7 @@ def encode_png(arr: np.ndarray) -> bytes:
     if arr.dtype == np.uint16:
         if arr.ndim != 2:
             raise ValueError("16-bit PNG must be single-channel")
-        im = Image.fromarray(arr, mode="I;16")
+        im = Image.fromarray(arr)  # uint16 2-D -> "I;16"
     elif arr.dtype == np.uint8:
         im = Image.fromarray(arr)
     else:

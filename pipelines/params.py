@@ -128,9 +128,13 @@ class Params(Section):
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
+    errors = err.errors()
+    # A union (e.g. "auto" or a list of tasks) reports every branch; the literal branch's
+    # complaint hides the real one, so drop it when a more specific error exists.
+    specific = [e for e in errors if e["type"] != "literal_error"]
     lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    for e in specific or errors:
+        key = ".".join(str(p) for p in e["loc"] if "[" not in str(p)) or "(top level)"
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
         lines.append(f"{source}: {key}: {msg}")
     return "\n".join(lines)

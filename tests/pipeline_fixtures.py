@@ -1,0 +1,24 @@
+"""Small params for end-to-end pipeline tests (a few dozen embedded images, tiny cells)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.params import Params, parse_params, validate_params
+
+
+def small_params(root: Path, *, count: int = 24, annotators: dict | None = None, sources: list | None = None,
+                 **sections) -> Params:
+    data = {
+        "paths": {"store": str(root / "store"), "out": str(root / "out")},
+        "ray": {"num_cpus": 2},
+        "ingest": {"sources": sources or [{"kind": "embedded", "count": count, "size": 96}], "part_size": 8},
+        "annotate": {"annotators": annotators if annotators is not None else {"canny": {}, "grayscale": {}}},
+        "sample": {"samples_per_task": 6, "eval_fraction": 0.2},
+        "export": {"shard_size": 5, "cell_size": 32},
+    }
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    params = parse_params(data)
+    validate_params(params)
+    return params

@@ -1,0 +1,44 @@
+import pytest
+
+from pipelines.params import ParamsError, parse_params, validate_params
+
+
+def check(data):
+    params = parse_params(data)
+    validate_params(params)
+    return params
+
+
+def test_defaults_are_valid():
+    params = check({})
+    assert params.ingest.sources[0].kind == "embedded"
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"ingest": {"part_sise": 3}}, "ingest.part_sise: unknown key"),
+    ({"bogus": 1}, "bogus: unknown key"),
+    ({"export": {"shard_size": "many"}}, "export.shard_size"),
+    ({"export": {"cell_size": 100}}, "export.cell_size"),
+    ({"sample": {"rows": {1: 0.5, 2: 0.2}}}, "sample.rows"),
+    ({"ingest": {"sources": [{"kind": "folder"}]}}, "ingest.sources.0"),
+    ({"annotate": {"annotators": {"nope": {}}}}, "annotate.annotators.nope: unknown annotator"),
+    ({"annotate": {"annotators": {"canny": {"params": {"low": 1}}}}}, "annotate.annotators.canny.params: low"),
+    ({"annotate": {"annotators": {"canny": {"params": {"low_threshold": 900}}}}}, "low_threshold"),
+    ({"sample": {"tasks": [{"name": "t", "path": ["depth", "image"]}]}}, "node type 'depth' is produced by no"),
+    ({"sample": {"tasks": [{"name": "t", "path": ["nonsense", "image"]}]}}, "unknown node type 'nonsense'"),
+    ({"sample": {"tasks": [{"name": "a.b", "path": ["canny", "image"]}]}}, "sample.tasks.0.name"),
+])
+def test_bad_params_name_the_key(data, key):
+    data.setdefault("annotate", {}).setdefault("annotators", {"canny": {}})
+    with pytest.raises(ParamsError) as err:
+        check(data)
+    assert key in str(err.value)
+
+
+def test_cli_reports_invalid_params(tmp_path, capsys):
+    from pipelines.cli import main
+
+    path = tmp_path / "params.yaml"
+    path.write_text("ingest:\n  part_size: -1\n")
+    assert main(["validate", "--params", str(path)]) == 2
+    assert "ingest.part_size" in capsys.readouterr().err
