@@ -17,6 +17,8 @@ _REGISTRY: dict[str, type[Annotator]] = {}
 BUILTIN_MODULES = (
     "annotators.edges_weightfree",
     "annotators.color",
+    "annotators.degradations.annotators",
+    "annotators.synthetic_edits",
 )
 
 

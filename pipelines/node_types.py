@@ -13,7 +13,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class NodeType:
     name: str
-    group: str  # image | condition | degradation | restoration_source | edit | style | reference | viral | mined | text
+    group: str  # image | condition | degradation | restoration_source | edit | synthetic_edit | style | reference | viral | mined | text
     description: str
     stored_as: str = "png"  # png (lossless map/mask) | photo (codec from params) | json (metadata only)
 
