@@ -38,7 +38,7 @@ def package_versions() -> dict[str, str]:
 
 
 def build_manifest(params: Params, store, out: Path) -> dict:
-    from pipelines.stages.annotate import node_sources, plan
+    from pipelines.stages.annotate import node_sources, online_nodes, plan
 
     index = store.node_index(node_sources(plan(params, store), store))
     samples = pq.read_table(store.samples_path, columns=["split", "task"]).to_pylist()
@@ -63,6 +63,7 @@ def build_manifest(params: Params, store, out: Path) -> dict:
             "failures": len(failures),
             "failures_per_reason": dict(sorted(Counter(f"{f['stage']}/{f['reason']}" for f in failures).items())),
         },
+        "online_nodes": sorted(online_nodes(params)),
         "params": params.model_dump(mode="json"),
         "versions": package_versions(),
         "files": files,

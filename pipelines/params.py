@@ -61,6 +61,9 @@ class IngestParams(Section):
 
 class AnnotatorSpec(Section):
     params: dict[str, Any] = Field(default_factory=dict)
+    # online: not materialised in the store; the exporter calls the same annotator on the
+    # fly for each cell (CPU operators such as degradations; they may only require "image").
+    online: bool = False
     batch_size: int | None = Field(None, ge=1)
     concurrency: int | None = Field(None, ge=1)
     num_gpus: float | None = Field(None, ge=0)
@@ -178,6 +181,8 @@ def validate_params(params: Params, source: str = "params") -> None:
             cls.Params.model_validate(spec.params)
         except ValidationError as e:
             raise ParamsError(_format_errors(e, f"{source}: {key}.params")) from None
+        if spec.online and tuple(cls.requires) != ("image",):
+            raise ParamsError(f"{source}: {key}.online: only annotators that require just 'image' can run online")
         for node in cls.produces:
             if node in produced:
                 raise ParamsError(f"{source}: {key}: node type {node!r} is already produced by {produced[node]!r}")

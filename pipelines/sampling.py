@@ -23,18 +23,21 @@ class Task:
 
 
 _FAMILY_OF_GROUP = {"condition": "conditional_generation", "degradation": "restoration",
-                    "restoration_source": "restoration", "synthetic_edit": "editing", "edit": "editing"}
+                    "restoration_source": "restoration", "edit": "editing", "viral": "dense_prediction"}
 
 
 def auto_tasks(nodes: list[str]) -> list[Task]:
-    """X -> image for every image-like node; image -> X (dense prediction) for conditions."""
+    """Conditions both ways (generation and dense prediction), degradations -> image
+    (restoration), image -> synthetic edit (editing), other image-like nodes -> image."""
     tasks = []
     for node in sorted(nodes):
         kind = NODE_TYPES.get(node)
         if node == "image" or kind is None or kind.stored_as == "json":
             continue
-        family = _FAMILY_OF_GROUP.get(kind.group, "generation")
-        tasks.append(Task(f"{node}_to_image", (node, "image"), family))
+        if kind.group == "synthetic_edit":
+            tasks.append(Task(f"image_to_{node}", ("image", node), "editing"))
+            continue
+        tasks.append(Task(f"{node}_to_image", (node, "image"), _FAMILY_OF_GROUP.get(kind.group, "generation")))
         if kind.group == "condition":
             tasks.append(Task(f"image_to_{node}", ("image", node), "dense_prediction"))
     return tasks

@@ -63,6 +63,8 @@ def plan(params: Params, store: NodeStore) -> list[AnnotatorRun]:
     runs: dict[str, AnnotatorRun] = {}
     producer: dict[str, str] = {}
     for name, spec in params.annotate.annotators.items():
+        if spec.online:
+            continue
         cls = annotators.get(name)
         model = cls.Params.model_validate(spec.params)
         folder_hash = hashlib.sha256(f"{cls.params_hash(model)}/{ingest_fp}".encode()).hexdigest()[:12]
@@ -97,12 +99,45 @@ def plan(params: Params, store: NodeStore) -> list[AnnotatorRun]:
 
 
 def node_sources(runs: list[AnnotatorRun], store: NodeStore) -> dict[str, Path]:
-    """node type -> folder of the parts that hold it."""
+    """node type -> folder of the parts that hold it (materialised nodes only)."""
     out = {"image": store.images_dir}
     for run in runs:
         for node in run.produces:
             out[node] = run.folder
     return out
+
+
+def online_nodes(params: Params) -> dict[str, tuple[str, str]]:
+    """node type -> (annotator name, params JSON) for annotators configured `online: true`."""
+    import annotators
+
+    out = {}
+    for name, spec in params.annotate.annotators.items():
+        if spec.online:
+            cls = annotators.get(name)
+            params_json = cls.Params.model_validate(spec.params).model_dump_json()
+            out.update({node: (name, params_json) for node in cls.produces})
+    return out
+
+
+_ONLINE_CACHE: dict[tuple[str, str], object] = {}
+
+
+def render_online(name: str, params_json: str, image_bytes: bytes, image_id: str, node: str,
+                  plugins: tuple[str, ...] = ()) -> bytes:
+    """The online path: the same annotator class, called on one decoded image, encoded as stored."""
+    import annotators
+    from annotators import registry
+
+    key = (name, params_json)
+    if key not in _ONLINE_CACHE:
+        registry.load_plugins(list(plugins))
+        cls = annotators.get(name)
+        annotator = cls(cls.Params.model_validate_json(params_json))
+        annotator.load()
+        _ONLINE_CACHE[key] = annotator
+    out = _ONLINE_CACHE[key].annotate([{"image": decode_rgb(image_bytes), "image.meta": {}}], [image_id])[0]
+    return _encode_output(out[node])["data"]
 
 
 # --- workers ----------------------------------------------------------------------------------

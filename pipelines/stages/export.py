@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from pipelines.manifest import build_manifest
 from pipelines.params import Params
 from pipelines.shards import assemble, write_tar
-from pipelines.stages.annotate import node_sources, plan
+from pipelines.stages.annotate import node_sources, online_nodes, plan, render_online
 from pipelines.store import NodeStore, clean_temp_files, read_rows, write_json, write_table
 
 
@@ -30,6 +30,7 @@ def write_shard(item: dict) -> dict:
     """Ray Data map function: assemble and write one shard from plain data (paths, ids)."""
     samples = json.loads(item["samples"])
     locations = json.loads(item["locations"])  # [node, image_id, part path]
+    online = json.loads(item["online"])  # node -> [annotator, params json]
     by_part: dict[tuple[str, str], list[str]] = defaultdict(list)
     for node, image_id, path in locations:
         by_part[(path, node)].append(image_id)
@@ -37,6 +38,13 @@ def write_shard(item: dict) -> dict:
     for (path, node), ids in sorted(by_part.items()):
         for image_id, row in read_rows(path, ids, node).items():
             cells[(node, image_id)] = row["data"]
+    for s in samples:
+        for node in s["columns"]:
+            if node in online:
+                for image_id in s["image_ids"]:
+                    if (node, image_id) not in cells:
+                        cells[(node, image_id)] = render_online(*online[node], cells[("image", image_id)],
+                                                                image_id, node, tuple(item["plugins"]))
     encoded = [assemble(s, cells, item["cell_size"]) for s in samples]
     size = write_tar(encoded, item["path"], mtime=item["mtime"])
     return {"path": item["path"], "samples": len(encoded), "bytes": size}
@@ -47,6 +55,7 @@ def plan_shards(params: Params, store: NodeStore) -> list[dict]:
     index = store.node_index(node_sources(plan(params, store), store))
     where = {(n, i): p for i, n, p in zip(index["image_id"].to_pylist(), index["node_type"].to_pylist(),
                                           index["path"].to_pylist())}
+    online = online_nodes(params)
     out = Path(params.paths.out).absolute()
     items = []
     for split in ("train", "eval"):
@@ -54,9 +63,11 @@ def plan_shards(params: Params, store: NodeStore) -> list[dict]:
         size = params.export.shard_size
         for j in range(0, len(split_samples), size):
             chunk = split_samples[j:j + size]
-            needed = sorted({(n, i) for s in chunk for n in s["columns"] for i in s["image_ids"]})
+            needed = sorted({(n, i) for s in chunk for n in s["columns"] if n not in online for i in s["image_ids"]}
+                            | {("image", i) for s in chunk for i in s["image_ids"]})
             items.append({"path": str(shard_path(out, split, j // size)), "samples": json.dumps(chunk),
                           "locations": json.dumps([[n, i, where[(n, i)]] for n, i in needed]),
+                          "online": json.dumps(online), "plugins": params.annotate.plugins,
                           "cell_size": params.export.cell_size, "mtime": params.export.mtime})
     return items
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from pipelines.params import Params, produced_nodes
 from pipelines.sampling import Task, auto_tasks, sample
-from pipelines.stages.annotate import node_sources, plan
+from pipelines.stages.annotate import node_sources, online_nodes, plan
 from pipelines.store import NodeStore, write_table
 
 SAMPLES_SCHEMA = pa.schema([("key", pa.string()), ("split", pa.string()), ("task", pa.string()),
@@ -27,6 +27,8 @@ def index_by_node(params: Params, store: NodeStore) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for image_id, node in zip(index["image_id"].to_pylist(), index["node_type"].to_pylist()):
         out.setdefault(node, set()).add(image_id)
+    for node in online_nodes(params):  # rendered at export time from the image itself
+        out[node] = set(out.get("image", set()))
     return out
 
 
