@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipelines.params import ParamsError, load_params
 
-STAGES = ("ingest", "annotate", "sample", "export")
+STAGES = ("ingest", "annotate", "mine", "sample", "export")
 
 
 def _progress():
@@ -38,6 +38,10 @@ def _stage(name: str, params, store, progress):
         from pipelines.stages.annotate import run_annotate
 
         return run_annotate(params, store, progress)
+    if name == "mine":
+        from pipelines.stages.mine import run_mine_stage
+
+        return run_mine_stage(params, store)
     if name == "sample":
         from pipelines.stages.sample import run_sample
 
@@ -107,9 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     helps = {"ingest": "read the configured sources into the node store (normalised RGB images)",
              "annotate": "run every configured annotator over every image, in dependency order",
+             "mine": "mine open-domain edit quadruplets (task vectors, K-Means, neighbours, dual filter)",
              "sample": "draw in-context samples (tasks x rows of distinct images) into the samples table",
              "export": "write WebDataset shards, the failures table and the manifest",
-             "run": "ingest -> annotate -> sample -> export in one Ray session"}
+             "run": "ingest -> annotate -> mine -> sample -> export in one Ray session"}
     for name, text in helps.items():
         p = common(sub.add_parser(name, help=text, description=text))
         p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: RAY_ADDRESS or local)")

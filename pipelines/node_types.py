@@ -102,3 +102,58 @@ for _name, _group, _desc in [
 
 register_node_type("caption", "text", "a VLM caption of the image (text in meta)", "json")
 register_node_type("bbox_json", "text", "grounding boxes and labels only (meta)", "json")
+
+
+# --- VisRel's two axes (anchors.md §1.2) ------------------------------------------------------
+# Every node type sits on semantic complexity (pixel -> structure -> object) and spatial
+# locality (local -> regional -> global). A task takes the axes of the node that carries its
+# transformation (see pipelines/tasks.py). Node types without an entry take their group's.
+SEMANTIC_LEVELS = ("pixel", "structure", "object")
+LOCALITY_LEVELS = ("local", "regional", "global")
+
+_GROUP_AXES = {
+    "image": ("pixel", "global"), "condition": ("structure", "local"), "degradation": ("pixel", "local"),
+    "restoration_source": ("pixel", "regional"), "edit": ("object", "regional"), "style": ("structure", "global"),
+    "reference": ("object", "global"), "viral": ("object", "regional"), "synthetic_edit": ("pixel", "global"),
+    "mined": ("object", "global"), "text": ("object", "global"),
+}
+
+NODE_AXES: dict[str, tuple[str, str]] = {
+    # conditions: edges are local structure, geometry maps global structure, masks objects
+    **dict.fromkeys(["canny", "hed", "mlsd", "pidinet", "lineart", "lineart_anime", "teed"], ("structure", "local")),
+    "depth": ("structure", "global"), "normal": ("structure", "global"),
+    "openpose": ("object", "regional"), "sam2_mask": ("object", "regional"), "uniformer": ("object", "global"),
+    **dict.fromkeys(["mask", "bbox", "foreground", "background", "foreground_mask"], ("object", "regional")),
+    # degradations: per-pixel noise/blur/codec are local; photometric and geometric ones global
+    **dict.fromkeys(["blur", "compression", "SRx2", "SRx4", "pixelate", "Defocus", "GaussianBlur", "oversharpen",
+                     "GaussianNoise", "PoissonNoise", "SPNoise", "mosaic", "JPEG"], ("pixel", "local")),
+    **dict.fromkeys(["contrast_strengthen", "contrast_weaken", "quantization", "brighten", "darken", "LowLight",
+                     "saturate_strengthen", "saturate_weaken", "gray", "ColorDistortion"], ("pixel", "global")),
+    **dict.fromkeys(["rotate90", "rotate180", "rotate270", "Barrel", "Pincushion", "Elastic"],
+                    ("structure", "global")),
+    **dict.fromkeys(["Inpainting", "Rain", "Frost"], ("pixel", "regional")),
+    "FillEdit": ("object", "regional"), "DepthEdit": ("object", "global"),
+    "InstantStyle": ("structure", "global"), "ReduxStyle": ("object", "global"), "reference": ("object", "global"),
+    "detection_target": ("object", "regional"), "interactive_seg_source": ("object", "local"),
+    "interactive_seg_mask": ("object", "local"), "entity_seg": ("object", "global"),
+    "watermark": ("pixel", "regional"), "rain_streaks": ("pixel", "regional"), "low_light": ("pixel", "global"),
+    # synthetic edits of annotators/synthetic_edits.py
+    "edit_sepia": ("pixel", "global"), "edit_hue_rotate": ("pixel", "global"), "edit_vignette": ("pixel", "global"),
+    "edit_flip": ("structure", "global"), "edit_pencil_sketch": ("structure", "global"),
+    "edit_add_shape": ("object", "regional"),
+}
+
+
+def axes_of(name: str) -> tuple[str, str]:
+    """(semantic level, locality level) of a node type (its group's default when not listed)."""
+    if name in NODE_AXES:
+        return NODE_AXES[name]
+    node = NODE_TYPES.get(name)
+    return _GROUP_AXES.get(node.group if node else "", ("pixel", "global"))
+
+
+def set_axes(name: str, semantic: str, locality: str) -> None:
+    """For plugins: place a node type of their own on the two axes."""
+    if semantic not in SEMANTIC_LEVELS or locality not in LOCALITY_LEVELS:
+        raise ValueError(f"axes must be one of {SEMANTIC_LEVELS} x {LOCALITY_LEVELS}")
+    NODE_AXES[name] = (semantic, locality)

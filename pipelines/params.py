@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from mining.config import MineParams
+from mining.pairs import PairSource
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
@@ -120,12 +122,22 @@ class ExportParams(Section):
         return v
 
 
+class MineSection(MineParams):
+    """`mine:` the mining settings of `mining.config.MineParams` plus where the pairs come from."""
+
+    enabled: bool = True
+    # node types whose (image -> node) pairs carry an instruction in their meta; "auto": every synthetic edit
+    from_store: Literal["auto"] | list[str] = "auto"
+    corpora: list[PairSource] = Field(default_factory=list)  # (source, edited, instruction) corpora
+
+
 class Params(Section):
     paths: PathsParams = Field(default_factory=PathsParams)
     ray: RayParams = Field(default_factory=RayParams)
     ingest: IngestParams = Field(default_factory=IngestParams)
     annotate: AnnotateParams = Field(default_factory=AnnotateParams)
-    # mine: added by the mining stage (issue 5); train: by the bundled trainer (issue 7)
+    mine: MineSection = Field(default_factory=MineSection)
+    # train: added by the bundled trainer (issue 7)
     sample: SampleParams = Field(default_factory=SampleParams)
     export: ExportParams = Field(default_factory=ExportParams)
 

@@ -104,6 +104,9 @@ def node_sources(runs: list[AnnotatorRun], store: NodeStore) -> dict[str, Path]:
     for run in runs:
         for node in run.produces:
             out[node] = run.folder
+    mined = store.root / "mined"
+    if (mined / part_name(0)).exists():  # written by the mine stage (pipelines/stages/mine.py)
+        out["mined_source"] = out["mined_edit"] = mined
     return out
 
 

@@ -1,0 +1,71 @@
+"""Cell geometry and the two layouts a sample is written in.
+
+Aspect rule: every cell of a sample has one shape. `square` (Graph200K): R x R. `query`: the
+query row's source image aspect a = w / h, clamped to [1 / max_aspect, max_aspect], at area
+~ R^2: h = round(R / sqrt(a) / 16) * 16, w = round(R * sqrt(a) / 16) * 16 (both >= 16). Each
+cell image is centre-cropped to that aspect, then resized (Lanczos) - no padding, no stretching.
+
+Layouts:
+- grid: one composite PNG (`grid.png`), rows top to bottom, columns left to right;
+- sequence: the separate cells as `r<row>c<col>.png` fields plus the same JSON record (roles,
+  row, column); its field set depends on the grid shape, so each (rows, cols) shape is its own
+  shard set (`shards_seq/<split>/<rows>x<cols>/`), which keeps every shard set's fields uniform
+  (HF datasets infers its features from the first samples).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+from pipelines.images import encode_png
+
+ALIGN = 16  # VAE x patch size
+
+
+def cell_shape(cell_size: int, aspect: float = 1.0, max_aspect: float = 2.0) -> tuple[int, int]:
+    """(height, width) of a cell: area ~ cell_size^2, aspect ~ w / h clamped, sides divisible by 16."""
+    a = min(max(aspect, 1.0 / max_aspect), max_aspect)
+    h = max(ALIGN, round(cell_size / math.sqrt(a) / ALIGN) * ALIGN)
+    w = max(ALIGN, round(cell_size * math.sqrt(a) / ALIGN) * ALIGN)
+    return h, w
+
+
+def fit_cell(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Centre-crop to the aspect of hw, then resize to hw (Lanczos)."""
+    th, tw = hw
+    h, w = rgb.shape[:2]
+    if w * th > h * tw:  # too wide: crop width
+        cw, ch = max(1, round(h * tw / th)), h
+    else:
+        cw, ch = w, max(1, round(w * th / tw))
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    crop = np.ascontiguousarray(rgb[y0:y0 + ch, x0:x0 + cw])
+    if crop.shape[:2] == (th, tw):
+        return crop
+    return np.asarray(Image.fromarray(crop).resize((tw, th), Image.LANCZOS))
+
+
+def compose_grid(cells: list[np.ndarray], rows: int, cols: int) -> np.ndarray:
+    """Row-major equal-shape cells -> one image."""
+    h, w = cells[0].shape[:2]
+    grid = np.zeros((rows * h, cols * w, 3), np.uint8)
+    for k, cell in enumerate(cells):
+        r, c = divmod(k, cols)
+        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = cell
+    return grid
+
+
+def sequence_field(row: int, col: int) -> str:
+    return f"r{row}c{col}.png"
+
+
+def sequence_fields(cells: list[np.ndarray], cols: int) -> dict[str, bytes]:
+    return {sequence_field(*divmod(k, cols)): encode_png(cell) for k, cell in enumerate(cells)}
+
+
+def shape_set(rows: int, cols: int) -> str:
+    """Name of the sequence shard set of a grid shape."""
+    return f"{rows}x{cols}"

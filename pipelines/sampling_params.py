@@ -1,0 +1,93 @@
+"""The `sample` and `export` params sections of the sampler and exporters (issue 6).
+
+Supersets of the spine's first SampleParams / ExportParams (same keys, same defaults), so an
+existing params.yaml stays valid. `as_sampler_params` / `as_export_params` accept either the
+old or the new model, so the stages work before and after the lead swaps them in params.py.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipelines.params import TaskSpec
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InstructionParams(_Section):
+    task_keep: float = Field(0.8, ge=0, le=1)  # Graph200K: task part kept with p=0.8
+    content_keep: float = Field(0.8, ge=0, le=1)  # content (caption) part kept with p=0.8
+    drop_all: float = Field(0.1, ge=0, le=1)  # whole instruction dropped with p=0.1
+    phrases_file: str | None = None  # extra phrase bank YAML (same form as pipelines/instruction_phrases.yaml)
+
+
+class SamplerParams(_Section):
+    seed: int = 0
+    # "auto": every task the families enumerate over the present node types; or an explicit list
+    tasks: Literal["auto"] | list[TaskSpec] = "auto"
+    samples_per_task: int = Field(20, ge=1)  # train samples per task under uniform weighting (mean otherwise)
+    rows: dict[int, float] = Field(default_factory=lambda: {1: 0.3, 2: 0.4, 3: 0.3})
+    eval_fraction: float = Field(0.1, ge=0, lt=1)  # of near-duplicate groups of source images
+    # task families: extra YAML files (same form as pipelines/task_families.yaml), and a filter
+    extra_task_families: list[str] = Field(default_factory=list)
+    families: list[str] | None = None  # None: all families
+    # task weights: uniform | family (family_weights, else the YAML weight) | temperature over task sizes
+    task_weighting: Literal["uniform", "family", "temperature"] = "uniform"
+    family_weights: dict[str, float] = Field(default_factory=dict)
+    temperature: float = Field(1.0, gt=0)  # weight ~ eligible_images ** (1 / T); large T -> uniform
+    cloze_probability: float = Field(0.5, ge=0, le=1)  # target is a random cell of the query row
+    context: Literal["random", "retrieved"] = "random"
+    retrieval_pool: int = Field(8, ge=1)  # retrieved: contexts drawn among the query's k nearest
+    near_duplicate_threshold: float = Field(0.95, gt=0, le=1)  # cosine of the weight-free embedding
+    embedding_size: int = Field(128, ge=32)  # side the embedder resizes images to
+    heldout_tasks: list[str] = Field(default_factory=list)  # unseen-task eval: split "eval_unseen"
+    heldout_families: list[str] = Field(default_factory=list)
+    mined_quadruplets: str | None = None  # parquet table of the mining stage -> task "mined_edit"
+    mined_max_samples: int | None = Field(None, ge=1)
+    instructions: InstructionParams = Field(default_factory=InstructionParams)
+
+    @field_validator("rows")
+    @classmethod
+    def _rows(cls, v: dict[int, float]) -> dict[int, float]:
+        if not v or any(k < 1 for k in v) or any(p < 0 for p in v.values()) or abs(sum(v.values()) - 1) > 1e-6:
+            raise ValueError("rows must map row counts >= 1 to probabilities that sum to 1")
+        return v
+
+
+class ExportParams(_Section):
+    shard_size: int = Field(64, ge=1)  # samples per tar
+    cell_size: int = Field(256, ge=16)  # R: cells have area ~ R^2, sides divisible by 16
+    mtime: int = 0  # fixed tar member mtime: byte-reproducible shards
+    # cell shape: square R x R (Graph200K), or the query image's aspect (clamped) at area ~ R^2
+    aspect: Literal["square", "query"] = "square"
+    max_aspect: float = Field(2.0, ge=1)
+    # grid: the composite shard set (always); sequence: separate images, one shard set per shape
+    layouts: list[Literal["grid", "sequence"]] = Field(default_factory=lambda: ["grid"])
+    graph200k: bool = False  # also write the Graph200K-compatible folder export
+    graph200k_quality: int = Field(95, ge=1, le=100)
+    preview_per_task: int = Field(2, ge=0)
+
+    @field_validator("cell_size")
+    @classmethod
+    def _div16(cls, v: int) -> int:
+        if v % 16:
+            raise ValueError("cell_size must be divisible by 16 (VAE x patch size)")
+        return v
+
+    @model_validator(mode="after")
+    def _grid(self):
+        if "grid" not in self.layouts:
+            raise ValueError("layouts must include 'grid' (the trainer's shard set)")
+        return self
+
+
+def as_sampler_params(section) -> SamplerParams:
+    return section if isinstance(section, SamplerParams) else SamplerParams.model_validate(section.model_dump())
+
+
+def as_export_params(section) -> ExportParams:
+    return section if isinstance(section, ExportParams) else ExportParams.model_validate(section.model_dump())
