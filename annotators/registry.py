@@ -19,6 +19,11 @@ BUILTIN_MODULES = (
     "annotators.color",
     "annotators.degradations.annotators",
     "annotators.synthetic_edits",
+    "annotators.sam",
+    "annotators.segmentation",
+    "annotators.grounding",
+    "annotators.foreground",
+    "annotators.caption",
 )
 
 

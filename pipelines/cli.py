@@ -101,6 +101,27 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from training.cli import train
+
+    params = load_params(args.params)
+    train_params = params.train.model_copy(deep=True)
+    if not train_params.data.shards:  # default: the train split this params file exports
+        train_params.data.shards = [str(Path(params.paths.out) / "shards" / "train" / "*.tar")]
+    result = train(train_params, max_steps=args.max_steps)
+    print(f"trained {result.steps} steps; adapter: {result.adapter_dir}; log: {result.log_path}")
+    return 0
+
+
+def cmd_infer(args) -> int:
+    from training.cli import infer
+
+    infer(args.adapter, args.a, args.a_prime, args.b, args.out, instruction=args.instruction,
+          models_dir=args.models_dir, num_steps=args.steps, seed=args.seed, cell_size=args.cell_size)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vicl", description="Build visual in-context learning datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = common(sub.add_parser("status", help="what is done and what is left, per stage",
                               description="what is done and what is left, per stage"))
     p.set_defaults(func=cmd_status)
+    text = "fine-tune a LoRA / MoE-LoRA adapter of FLUX or Qwen-Image on the exported shards (train: section)"
+    p = common(sub.add_parser("train", help=text, description=text))
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (default: train.max_steps)")
+    p.set_defaults(func=cmd_train)
+    text = "apply a trained adapter to an (A, A', B) triple and write B'"
+    p = sub.add_parser("infer", help=text, description=text)
+    for name, what in (("adapter", "adapter folder written by `vicl train`"), ("a", "exemplar source A"),
+                       ("a_prime", "exemplar target A'"), ("b", "query source B"), ("out", "where to write B'")):
+        p.add_argument(name, help=what)
+    p.add_argument("--instruction", default="")
+    p.add_argument("--models-dir", default=None, help="local folder with the base weights")
+    p.add_argument("--steps", type=int, default=28)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cell-size", type=int, default=None)
+    p.set_defaults(func=cmd_infer)
     p = common(sub.add_parser("validate", help="validate params.yaml and stop",
                               description="validate params.yaml and stop"))
     p.set_defaults(func=cmd_validate)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from mining.config import MineParams
 from mining.pairs import PairSource
+from training.config import TrainParams
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
@@ -137,9 +138,9 @@ class Params(Section):
     ingest: IngestParams = Field(default_factory=IngestParams)
     annotate: AnnotateParams = Field(default_factory=AnnotateParams)
     mine: MineSection = Field(default_factory=MineSection)
-    # train: added by the bundled trainer (issue 7)
     sample: SampleParams = Field(default_factory=SampleParams)
     export: ExportParams = Field(default_factory=ExportParams)
+    train: TrainParams = Field(default_factory=TrainParams)  # `vicl train` / training/dvc.yaml only
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

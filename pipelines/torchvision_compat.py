@@ -84,20 +84,24 @@ def _relax_boxes_guard() -> None:
 
 
 class _TorchvisionFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Stays on sys.meta_path until torchvision is actually executed: libraries probe with
+    `importlib.util.find_spec("torchvision")` long before they import it."""
+
     def __init__(self):
         self._inner = None
-        self.patched = False
+        self.patched: bool | None = None  # None: not decided yet
 
     def find_spec(self, fullname, path, target=None):
         if fullname != "torchvision":
             return None
-        sys.meta_path.remove(self)  # one shot: let the normal finders do the import
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None:
             return None
-        if not _compiled_ops_load():
-            _define_fallback_ops()
-            self.patched = True
+        if self.patched is None:
+            self.patched = False  # decided once, even if importing torch below probes torchvision again
+            if not _compiled_ops_load():
+                _define_fallback_ops()
+                self.patched = True
         self._inner = spec.loader
         spec.loader = self
         return spec
@@ -106,6 +110,8 @@ class _TorchvisionFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return self._inner.create_module(spec)
 
     def exec_module(self, module):
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
         self._inner.exec_module(module)
         if self.patched:
             _relax_boxes_guard()
@@ -122,4 +128,4 @@ def install() -> None:
 
 
 def fallback_active() -> bool:
-    return _FINDER.patched
+    return bool(_FINDER.patched)
