@@ -122,6 +122,27 @@ def cmd_infer(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from pipelines import models_cli
+
+    params = load_params(args.params)
+    configured = list(params.annotate.annotators)
+    models_dir = args.models_dir or params.annotate.models_dir
+    if args.action == "list":
+        print(models_cli.models_list(args.all, configured))
+        return 0
+    if args.action == "check":
+        text, ok = models_cli.models_check(models_dir, args.all, configured)
+        print(text)
+        return 0 if ok else 1
+    if not args.name:
+        print("vicl models fetch NAME: give a repository id or an annotator name", file=sys.stderr)
+        return 2
+    for path in models_cli.models_fetch(args.name, models_dir):
+        print(f"fetched into {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vicl", description="Build visual in-context learning datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = common(sub.add_parser("status", help="what is done and what is left, per stage",
                               description="what is done and what is left, per stage"))
     p.set_defaults(func=cmd_status)
+    text = "list the weights annotators need, check which are on disk, fetch them (needs network)"
+    p = common(sub.add_parser("models", help=text, description=text))
+    p.add_argument("action", choices=("list", "check", "fetch"))
+    p.add_argument("name", nargs="?", help="fetch: a repository id or an annotator name")
+    p.add_argument("--all", action="store_true", help="every registered annotator (default: the configured ones)")
+    p.add_argument("--models-dir", default=None, help="default: annotate.models_dir")
+    p.set_defaults(func=cmd_models)
     text = "fine-tune a LoRA / MoE-LoRA adapter of FLUX or Qwen-Image on the exported shards (train: section)"
     p = common(sub.add_parser("train", help=text, description=text))
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (default: train.max_steps)")
