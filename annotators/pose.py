@@ -1,0 +1,196 @@
+"""Human body pose: OpenPose (controlnet_aux) and MediaPipe Pose, both rendered as OpenPose skeletons.
+
+Node `openpose` (both backends): H x W x 3 uint8 at the source size (Graph200K: full
+resolution, body only, no hands/face), limbs and joints in OpenPose's 18-keypoint colour
+convention drawn by controlnet_aux's own `draw_bodypose`. meta holds the keypoints in the
+OpenPose JSON convention, in source pixels:
+  {"format": "openpose_body18", "canvas_width": W, "canvas_height": H,
+   "people": [{"pose_keypoints_2d": [x0, y0, c0, ..., x17, y17, c17], "score": s}, ...]}
+A missing keypoint is (0, 0, 0). Keypoint order (COCO-18): nose, neck, r/l shoulder, elbow,
+wrist (right first), r hip, knee, ankle, l hip, knee, ankle, r eye, l eye, r ear, l ear.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, WeightSpec
+from annotators.edges_models import ANNOTATORS_REPO, AuxDetectorAnnotator, AuxParams
+from annotators.registry import register
+
+OPENPOSE_KEYPOINTS = (
+    "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow",
+    "left_wrist", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
+    "right_eye", "left_eye", "right_ear", "left_ear",
+)
+
+# MediaPipe's 33 BlazePose landmarks -> the 18 OpenPose ones; "neck" is the shoulders' midpoint.
+MEDIAPIPE_TO_OPENPOSE: tuple[int | tuple[int, int], ...] = (
+    0, (11, 12), 12, 14, 16, 11, 13, 15, 24, 26, 28, 23, 25, 27, 5, 2, 8, 7,
+)
+
+# A person's keypoints: 18 entries of (x, y, confidence) in source pixels, or None when missing.
+Person = list  # list[tuple[float, float, float] | None]
+
+
+def render_openpose(people: list[Person], height: int, width: int) -> np.ndarray:
+    """Draw body skeletons on black with controlnet_aux's OpenPose renderer."""
+    from controlnet_aux.open_pose.body import Keypoint
+    from controlnet_aux.open_pose.util import draw_bodypose
+
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    for person in people:
+        keypoints = [None if kp is None else Keypoint(kp[0] / width, kp[1] / height) for kp in person]
+        canvas = draw_bodypose(canvas, keypoints)
+    return canvas
+
+
+def openpose_meta(people: list[Person], height: int, width: int, scores: list[float]) -> dict:
+    """The OpenPose JSON convention (flat x, y, c triples; (0, 0, 0) when missing)."""
+    out = []
+    for person, score in zip(people, scores):
+        flat: list[float] = []
+        for kp in person:
+            flat.extend([0.0, 0.0, 0.0] if kp is None else [round(float(v), 3) for v in kp])
+        out.append({"pose_keypoints_2d": flat, "score": round(float(score), 4)})
+    return {"format": "openpose_body18", "canvas_width": int(width), "canvas_height": int(height), "people": out}
+
+
+def mediapipe_to_openpose(landmarks, height: int, width: int, min_visibility: float) -> Person:
+    """Convert MediaPipe's normalised landmarks to 18 OpenPose keypoints in pixels.
+
+    A landmark counts as present when its visibility reaches `min_visibility` and it lies inside
+    the image; the neck needs both shoulders.
+    """
+
+    def point(i: int):
+        lm = landmarks[i]
+        if lm.visibility < min_visibility or not (0.0 <= lm.x < 1.0 and 0.0 <= lm.y < 1.0):
+            return None
+        return (lm.x * width, lm.y * height, float(lm.visibility))
+
+    person: Person = []
+    for src in MEDIAPIPE_TO_OPENPOSE:
+        if isinstance(src, tuple):
+            a, b = point(src[0]), point(src[1])
+            person.append(None if a is None or b is None else
+                          ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2, min(a[2], b[2])))
+        else:
+            person.append(point(src))
+    return person
+
+
+def _pose_output(people: list[Person], scores: list[float], height: int, width: int, backend: str) -> NodeOutput:
+    meta = openpose_meta(people, height, width, scores)
+    meta["backend"] = backend
+    return NodeOutput(render_openpose(people, height, width), meta)
+
+
+# --- OpenPose (controlnet_aux) -------------------------------------------------------------
+
+
+@register
+class OpenPose(AuxDetectorAnnotator):
+    """OpenPose body (CMU's `body_pose_model.pth`) through controlnet_aux; multi-person, no hands."""
+
+    name = "openpose"
+    produces = ("openpose",)
+    Params = AuxParams
+    weights = (WeightSpec(ANNOTATORS_REPO, "body_pose_model.pth", "OpenPose body"),)
+
+    def _build(self, paths):
+        # Body only: OpenposeDetector.from_pretrained would also require the hand and face files.
+        from controlnet_aux.open_pose import OpenposeDetector
+        from controlnet_aux.open_pose.body import Body
+
+        return OpenposeDetector(Body(str(paths[0])))
+
+    def _build_random(self, size):
+        # controlnet_aux's Body takes only a checkpoint path, so the random network is set on it.
+        from controlnet_aux.open_pose import OpenposeDetector
+        from controlnet_aux.open_pose.body import Body
+        from controlnet_aux.open_pose.model import bodypose_model
+
+        body = Body.__new__(Body)
+        body.model = bodypose_model()  # one architecture (52M params)
+        return OpenposeDetector(body)
+
+    def _modules(self):
+        return [self._detector.body_estimation.model]
+
+    def _detect(self, image):
+        raise NotImplementedError  # annotate below works on keypoints, not on a rendered map
+
+    def detect_people(self, image: np.ndarray) -> tuple[list[Person], list[float]]:
+        """Keypoints (source pixels, with confidences) and total scores of every detected person."""
+        from controlnet_aux.open_pose.body import Body
+        from controlnet_aux.util import HWC3, resize_image
+
+        h, w = image.shape[:2]
+        small = resize_image(HWC3(image), self.params.resolution)
+        sh, sw = small.shape[:2]
+        candidate, subset = self._detector.body_estimation(np.ascontiguousarray(small[:, :, ::-1]))  # BGR in
+        people, scores = [], []
+        for body in Body.format_body_result(candidate, subset):
+            people.append([None if kp is None else (kp.x * w / sw, kp.y * h / sh, float(kp.score))
+                           for kp in body.keypoints])
+            scores.append(float(body.total_score))
+        return people, scores
+
+    def annotate(self, inputs, image_ids):
+        import torch
+
+        out = []
+        with torch.inference_mode(), self._autocast():
+            for item in inputs:
+                image = item["image"]
+                people, scores = self.detect_people(image)
+                out.append({"openpose": _pose_output(people, scores, *image.shape[:2], backend="openpose")})
+        return out
+
+
+# --- MediaPipe Pose ------------------------------------------------------------------------
+
+
+class MediapipePoseParams(AnnotatorParams):
+    # mediapipe 0.10.21 bundles only the model_complexity=1 landmark model.
+    model_complexity: Literal[1] = 1
+    min_detection_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    min_visibility: float = Field(0.5, ge=0.0, le=1.0)
+
+
+@register
+class PoseMediapipe(Annotator):
+    """MediaPipe Pose (BlazePose, one person per image), weights bundled in the mediapipe wheel."""
+
+    name = "pose_mediapipe"
+    produces = ("openpose",)
+    Params = MediapipePoseParams
+    resources = Resources(batch_size=16, concurrency=1, num_gpus=0.0)
+    weights = ()  # shipped inside mediapipe==0.10.21; nothing to fetch
+
+    def load(self) -> None:
+        import mediapipe as mp
+
+        self._pose = mp.solutions.pose.Pose(
+            static_image_mode=True,  # every image on its own: no tracking state between images
+            model_complexity=self.params.model_complexity, enable_segmentation=False,
+            min_detection_confidence=self.params.min_detection_confidence,
+        )
+
+    def annotate(self, inputs, image_ids):
+        out = []
+        for item in inputs:
+            image = np.ascontiguousarray(item["image"])
+            h, w = image.shape[:2]
+            result = self._pose.process(image)
+            people, scores = [], []
+            if result.pose_landmarks is not None:
+                lms = result.pose_landmarks.landmark
+                people.append(mediapipe_to_openpose(lms, h, w, self.params.min_visibility))
+                scores.append(float(np.mean([lm.visibility for lm in lms])))
+            out.append({"openpose": _pose_output(people, scores, h, w, backend="mediapipe")})
+        return out
