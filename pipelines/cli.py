@@ -143,6 +143,24 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_tasks(args) -> int:
+    from pipelines.tasks import cmd_tasks as show_tasks
+
+    return show_tasks(load_params(args.params))
+
+
+def cmd_preview(args) -> int:
+    from pipelines.preview import cmd_preview as write_preview
+
+    return write_preview(load_params(args.params), args.n)
+
+
+def cmd_report(args) -> int:
+    from pipelines.report import cmd_report as write_report
+
+    return write_report(load_params(args.params))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vicl", description="Build visual in-context learning datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = common(sub.add_parser("status", help="what is done and what is left, per stage",
                               description="what is done and what is left, per stage"))
     p.set_defaults(func=cmd_status)
+    text = "print the enumerated tasks (families x node types present) and the VisRel axes coverage matrix"
+    p = common(sub.add_parser("tasks", help=text, description=text))
+    p.set_defaults(func=cmd_tasks)
+    text = "write an HTML contact sheet of N samples per task with their instructions"
+    p = common(sub.add_parser("preview", help=text, description=text))
+    p.add_argument("--n", type=int, default=None, help="samples per task (default: export.preview_per_task)")
+    p.set_defaults(func=cmd_preview)
+    text = "write report.html/json: counts per task, node type, axis cell, clusters, failures, leakage"
+    p = common(sub.add_parser("report", help=text, description=text))
+    p.set_defaults(func=cmd_report)
     text = "list the weights annotators need, check which are on disk, fetch them (needs network)"
     p = common(sub.add_parser("models", help=text, description=text))
     p.add_argument("action", choices=("list", "check", "fetch"))

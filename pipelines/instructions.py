@@ -8,6 +8,7 @@ in `sample.instructions`; every choice comes from the caller's RNG, so a seed fi
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,6 +41,11 @@ def node_phrases(node: str, bank: dict) -> list[str]:
     return [t.format(name=spaced) for t in templates]
 
 
+def _singular(text: str) -> str:
+    """'1 rows' -> '1 row' (templates are written for plurals)."""
+    return re.sub(r"\b1 (row|column)s\b", r"1 \1", text)
+
+
 def build_instruction(rows: int, columns: list[str], rng: np.random.Generator, *, caption: str = "",
                       task_keep: float = 0.8, content_keep: float = 0.8, drop_all: float = 0.1,
                       phrases_file: str | None = None, task_text: str = "") -> dict[str, str]:
@@ -54,7 +60,7 @@ def build_instruction(rows: int, columns: list[str], rng: np.random.Generator, *
         options = node_phrases(node, bank)
         picks.append(f"[IMAGE{k + 1}] {options[rng.integers(len(options))]}")
     keep_task, keep_content, drop = rng.random() < task_keep, rng.random() < content_keep, rng.random() < drop_all
-    layout = layout_t.format(rows=rows, cols=cols)
+    layout = _singular(layout_t.format(rows=rows, cols=cols))
     steps = picks[0] if cols == 2 else ", ".join(picks[:-1])
     task = task_text or task_t.format(steps=steps, last=picks[-1])
     content = caption if caption and columns[-1] == "image" else ""

@@ -15,12 +15,11 @@ Layouts:
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
 from PIL import Image
-
-from pipelines.images import encode_png
 
 ALIGN = 16  # VAE x patch size
 
@@ -62,8 +61,15 @@ def sequence_field(row: int, col: int) -> str:
     return f"r{row}c{col}.png"
 
 
-def sequence_fields(cells: list[np.ndarray], cols: int) -> dict[str, bytes]:
-    return {sequence_field(*divmod(k, cols)): encode_png(cell) for k, cell in enumerate(cells)}
+def png_bytes(rgb: np.ndarray, compress_level: int = 1) -> bytes:
+    """Lossless PNG with a chosen zlib level (deterministic bytes for a given Pillow/zlib)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+def sequence_fields(cells: list[np.ndarray], cols: int, compress_level: int = 1) -> dict[str, bytes]:
+    return {sequence_field(*divmod(k, cols)): png_bytes(cell, compress_level) for k, cell in enumerate(cells)}
 
 
 def shape_set(rows: int, cols: int) -> str:

@@ -14,6 +14,8 @@ import yaml
 from mining.config import MineParams
 from mining.pairs import PairSource
 from training.config import TrainParams
+
+from pipelines.sampling_params import ExportParams, SamplerParams, TaskSpec  # noqa: F401 - re-exported
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
@@ -81,48 +83,6 @@ class AnnotateParams(Section):
     prune_stale: bool = True  # delete store folders of annotators/params no longer configured
 
 
-class TaskSpec(Section):
-    name: str
-    path: list[str] = Field(min_length=2)  # condition node types..., target node type
-    family: str = "custom"
-
-    @field_validator("name")
-    @classmethod
-    def _no_dots(cls, v: str) -> str:
-        if "." in v or "/" in v:
-            raise ValueError("task names may not contain '.' or '/' (WebDataset keys and paths)")
-        return v
-
-
-class SampleParams(Section):
-    seed: int = 0
-    # "auto": X -> image and image -> X for every annotated node X; or an explicit list
-    tasks: Literal["auto"] | list[TaskSpec] = "auto"
-    samples_per_task: int = Field(20, ge=1)
-    rows: dict[int, float] = Field(default_factory=lambda: {1: 0.3, 2: 0.4, 3: 0.3})
-    eval_fraction: float = Field(0.1, ge=0, lt=1)
-
-    @field_validator("rows")
-    @classmethod
-    def _rows(cls, v: dict[int, float]) -> dict[int, float]:
-        if not v or any(k < 1 for k in v) or any(p < 0 for p in v.values()) or abs(sum(v.values()) - 1) > 1e-6:
-            raise ValueError("rows must map row counts >= 1 to probabilities that sum to 1")
-        return v
-
-
-class ExportParams(Section):
-    shard_size: int = Field(64, ge=1)  # samples per tar
-    cell_size: int = Field(256, ge=16)  # R: cells are R x R, R divisible by 16
-    mtime: int = 0  # fixed tar member mtime: byte-reproducible shards
-
-    @field_validator("cell_size")
-    @classmethod
-    def _div16(cls, v: int) -> int:
-        if v % 16:
-            raise ValueError("cell_size must be divisible by 16 (VAE x patch size)")
-        return v
-
-
 class MineSection(MineParams):
     """`mine:` the mining settings of `mining.config.MineParams` plus where the pairs come from."""
 
@@ -138,7 +98,7 @@ class Params(Section):
     ingest: IngestParams = Field(default_factory=IngestParams)
     annotate: AnnotateParams = Field(default_factory=AnnotateParams)
     mine: MineSection = Field(default_factory=MineSection)
-    sample: SampleParams = Field(default_factory=SampleParams)
+    sample: SamplerParams = Field(default_factory=SamplerParams)
     export: ExportParams = Field(default_factory=ExportParams)
     train: TrainParams = Field(default_factory=TrainParams)  # `vicl train` / training/dvc.yaml only
 

@@ -24,7 +24,7 @@ from collections import defaultdict
 import numpy as np
 
 from pipelines.instructions import build_instruction
-from pipelines.sampling_params import SamplerParams, as_sampler_params
+from pipelines.sampling_params import SamplerParams
 from pipelines.splits import split_of_group
 from pipelines.tasks import MINED_TASK, Task, enumerate_tasks, load_families
 
@@ -144,7 +144,6 @@ def sample(index: dict[str, set[str]], tasks: list[Task], params, *, split_of: d
            categories: dict[tuple[str, str], str] | None = None, captions: dict[str, str] | None = None,
            mined: list[dict] | None = None) -> list[dict]:
     """Samples of every task and split, keyed `<split>_<9 digits>` in generation order."""
-    params = as_sampler_params(params)
     all_ids = sorted(set().union(*index.values())) if index else []
     split_of = split_of if split_of is not None else _default_split_of(all_ids, params)
     groups = groups or {}
@@ -211,31 +210,36 @@ def mined_samples(rows: list[dict], split_of_map: dict[str, str], params) -> lis
     nodes `mined_source` (A) / `mined_edit` (A') under its pair id. Row 0 is the exemplar pair
     B -> B', row 1 the query A -> A'; the target is A'. Both source images must be in one
     split (`split_of_map`, near-duplicate grouped; ids outside it: per-id hash), else the
-    quadruplet is skipped. Table order is kept (mining sorts it), capped at
-    `mined_max_samples` per split.
+    quadruplet is skipped. Per split, a seeded draw (table order kept) of at most
+    `mined_max_samples` quadruplets, by default as many as any other task gets: task
+    diversity over volume (VisRel).
     """
-    params = as_sampler_params(params)
-    out, per_split = [], defaultdict(int)
+    per_split: dict[str, list[dict]] = defaultdict(list)
     for raw in rows:
         r = {_MINED_ALIASES.get(k, k): v for k, v in raw.items()}
         sources = [r["source_id_b"], r["source_id_a"]]
         splits = {split_of_map.get(i) or split_of(i, params.eval_fraction, params.seed) for i in sources}
-        if len(splits) != 1 or params.eval_fraction == 0 and splits != {"train"}:
-            continue
-        split = splits.pop()
-        if params.mined_max_samples is not None and per_split[split] >= params.mined_max_samples:
-            continue
-        per_split[split] += 1
-        rng = task_rng(params.seed, split, f"{MINED_TASK}/{r['pair_id_a']}/{r['pair_id_b']}")
-        text = r.get("instruction_a") or r.get("instruction_b") or ""
-        ip = params.instructions
-        instruction = build_instruction(2, list(MINED_COLUMNS), rng, task_keep=ip.task_keep, content_keep=0.0,
-                                        drop_all=ip.drop_all, phrases_file=ip.phrases_file,
-                                        task_text=f"Each row applies the same edit: {text}" if text else "")
-        ids = [r["pair_id_b"], r["pair_id_a"]]
-        out.append({"split": split, "task": MINED_TASK, "family": "mined_editing", "meta_task": "editing",
-                    "semantic": "object", "locality": "global", "columns": list(MINED_COLUMNS), "permutation": [0],
-                    "image_ids": ids, "source_ids": sources, "cell_nodes": list(MINED_COLUMNS) * 2,
-                    "cell_ids": [i for i in ids for _ in MINED_COLUMNS], "target_row": 1, "target_col": 1,
-                    "instruction": instruction, "context_mode": "mined"})
+        if len(splits) == 1 and not (params.eval_fraction == 0 and splits != {"train"}):
+            per_split[splits.pop()].append({**r, "_sources": sources})
+    default_cap = {"train": params.samples_per_task,
+                   "eval": max(1, round(params.samples_per_task * params.eval_fraction))}
+    out = []
+    for split in sorted(per_split, key=lambda name: SPLITS.index(name) if name in SPLITS else len(SPLITS)):
+        candidates = per_split[split]
+        cap = params.mined_max_samples or default_cap.get(split, params.samples_per_task)
+        rng = task_rng(params.seed, split, MINED_TASK)
+        if len(candidates) > cap:
+            candidates = [candidates[i] for i in sorted(rng.choice(len(candidates), size=cap, replace=False))]
+        for r in candidates:
+            text = r.get("instruction_a") or r.get("instruction_b") or ""
+            ip = params.instructions
+            instruction = build_instruction(2, list(MINED_COLUMNS), rng, task_keep=ip.task_keep, content_keep=0.0,
+                                            drop_all=ip.drop_all, phrases_file=ip.phrases_file,
+                                            task_text=f"Each row applies the same edit: {text}" if text else "")
+            ids = [r["pair_id_b"], r["pair_id_a"]]
+            out.append({"split": split, "task": MINED_TASK, "family": "mined_editing", "meta_task": "editing",
+                        "semantic": "object", "locality": "global", "columns": list(MINED_COLUMNS),
+                        "permutation": [0], "image_ids": ids, "source_ids": r["_sources"],
+                        "cell_nodes": list(MINED_COLUMNS) * 2, "cell_ids": [i for i in ids for _ in MINED_COLUMNS],
+                        "target_row": 1, "target_col": 1, "instruction": instruction, "context_mode": "mined"})
     return out

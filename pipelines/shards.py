@@ -13,8 +13,8 @@ import json
 
 import numpy as np
 
-from pipelines.images import decode_rgb, encode_png
-from pipelines.layouts import cell_shape, compose_grid, fit_cell, sequence_fields
+from pipelines.images import decode_rgb
+from pipelines.layouts import cell_shape, compose_grid, fit_cell, png_bytes, sequence_fields
 from pipelines.sample_schema import GRID_FIELD, JSON_FIELD, SCHEMA_VERSION, cell_boxes
 from pipelines.sampling_params import ExportParams
 from pipelines.store import atomic_path
@@ -85,12 +85,12 @@ def assemble(sample: dict, cells: dict[tuple[str, str], bytes], export: ExportPa
     record = build_record(sample, hw)
     rows, cols = record["rows"], record["cols"]
     grid = {"__key__": sample["key"], JSON_FIELD: json.dumps({**record, "layout": "grid"}, sort_keys=True).encode(),
-            GRID_FIELD: encode_png(compose_grid(fitted, rows, cols))}
+            GRID_FIELD: png_bytes(compose_grid(fitted, rows, cols), export.png_compress_level)}
     sequence = None
     if "sequence" in export.layouts:
         sequence = {"__key__": sample["key"],
                     JSON_FIELD: json.dumps({**record, "layout": "sequence"}, sort_keys=True).encode(),
-                    **sequence_fields(fitted, cols)}
+                    **sequence_fields(fitted, cols, export.png_compress_level)}
     return {"grid": grid, "sequence": sequence}
 
 

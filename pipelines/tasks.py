@@ -173,3 +173,17 @@ def format_tasks(tasks: list[Task]) -> str:
     if empty:
         lines.append(f"empty cells: {', '.join(empty)}")
     return "\n".join(lines)
+
+
+def cmd_tasks(params) -> int:
+    """`vicl tasks`: the tasks enumerated over the store's node types (or, before annotation,
+    over the configured producers) with their family, meta-task and axes, and the coverage matrix."""
+    from pipelines.stages.sample import configured_tasks, index_by_node
+    from pipelines.store import NodeStore
+
+    store = NodeStore(params.paths.store)
+    nodes = None
+    if store.images_dir.exists():
+        nodes = index_by_node(params, store)[0]
+    print(format_tasks(configured_tasks(params, nodes=nodes)))
+    return 0

@@ -47,7 +47,10 @@ def test_chain_writes_readable_shards_and_manifest(built):
     assert len(samples) == n_train
     assert all(set(s) >= {"__key__", "json", "grid.png"} and "." not in s["__key__"] for s in samples)
     record = json.loads(samples[0]["json"])
-    assert record["schema"] == "vicl.sample/1" and record["cells"][-1]["is_target"]
+    target = record["target_cell"]
+    assert record["schema"] == "vicl.sample/1" and target["row"] == record["rows"] - 1
+    assert [c for c in record["cells"] if c["is_target"]] == [
+        c for c in record["cells"] if (c["row"], c["col"]) == (target["row"], target["col"])]
     assert len({c["image_id"] for c in record["cells"]}) == record["rows"]  # distinct image per row
 
     import datasets

@@ -11,6 +11,7 @@ uninterrupted one. `export.graph200k` adds the Graph200K-compatible folder expor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections import defaultdict
@@ -21,10 +22,11 @@ import pyarrow.parquet as pq
 from pipelines.layouts import shape_set
 from pipelines.manifest import build_manifest
 from pipelines.params import Params
-from pipelines.sampling_params import ExportParams, as_export_params
+from pipelines.sampling import SPLITS
+from pipelines.sampling_params import ExportParams
 from pipelines.shards import assemble, cell_refs, write_tar
 from pipelines.stages.annotate import node_sources, online_nodes, plan, render_online
-from pipelines.store import NodeStore, clean_temp_files, read_rows, write_table
+from pipelines.store import NodeStore, clean_temp_files, read_rows, write_json, write_table
 
 
 def shard_path(out: Path, split: str, index: int, layout: str = "grid", shape: str = "") -> Path:
@@ -69,7 +71,8 @@ def node_locations(params: Params, store: NodeStore) -> dict[tuple[str, str], st
 def shard_sets(samples: list[dict], export: ExportParams) -> list[tuple[str, str, str, list[dict]]]:
     """(layout, split, shape, samples in key order) of every shard set."""
     sets = []
-    for split in sorted({s["split"] for s in samples}):
+    order = {name: k for k, name in enumerate(SPLITS)}  # train first: its shards are written first
+    for split in sorted({s["split"] for s in samples}, key=lambda name: (order.get(name, len(order)), name)):
         split_samples = sorted((s for s in samples if s["split"] == split), key=lambda s: s["key"])
         sets.append(("grid", split, "", split_samples))
         if "sequence" in export.layouts:
@@ -82,7 +85,7 @@ def shard_sets(samples: list[dict], export: ExportParams) -> list[tuple[str, str
 
 def plan_shards(params: Params, store: NodeStore) -> list[dict]:
     samples = pq.read_table(store.samples_path).to_pylist()
-    export = as_export_params(params.export)
+    export = params.export
     where = node_locations(params, store)
     online = online_nodes(params)
     out = Path(params.paths.out).absolute()
@@ -101,11 +104,15 @@ def plan_shards(params: Params, store: NodeStore) -> list[dict]:
     return items
 
 
+def item_digest(item: dict) -> str:
+    return hashlib.sha256(json.dumps(item, sort_keys=True).encode()).hexdigest()
+
+
 def run_export(params: Params, store: NodeStore, progress=None) -> dict:
     import ray.data
 
     out = Path(params.paths.out).absolute()
-    export = as_export_params(params.export)
+    export = params.export
     items = plan_shards(params, store)
     expected = {item["path"] for item in items}
     for folder, pattern in ((out / "shards", "*/*.tar"), (out / "shards_seq", "*/*/*.tar")):
@@ -113,6 +120,15 @@ def run_export(params: Params, store: NodeStore, progress=None) -> dict:
         for stale in sorted(folder.glob(pattern)):  # shards of an earlier, larger sampling
             if str(stale) not in expected:
                 stale.unlink()
+    # A finished shard is kept only if it was planned from the same inputs: a changed sampling,
+    # export param or node part rewrites it (same file name, new content).
+    plan_file = out / "shards_plan.json"
+    old_plan = json.loads(plan_file.read_text()) if plan_file.exists() else {}
+    new_plan = {item["path"]: item_digest(item) for item in items}
+    for path, digest in new_plan.items():
+        if Path(path).exists() and old_plan.get(path) != digest:
+            Path(path).unlink()
+    write_json(new_plan, plan_file)
     pending = [item for item in items if not Path(item["path"]).exists()]
     if pending:
         ds = ray.data.from_items(pending, override_num_blocks=len(pending)).map(write_shard)
@@ -130,8 +146,6 @@ def run_export(params: Params, store: NodeStore, progress=None) -> dict:
 
         graph200k = export_graph200k(params, store, out / "graph200k")
     manifest = build_manifest(params, store, out)
-    from pipelines.store import write_json
-
     write_json(manifest, out / "manifest.json")
     return {"shards": len(items), "written": len(pending), "samples": manifest["counts"]["samples"],
             "failures": failures.num_rows, **({"graph200k_rows": graph200k["rows"]} if graph200k else {})}

@@ -101,24 +101,3 @@ def run_mine_stage(params: Params, store: NodeStore) -> dict:
     write_table(_node_rows(pairs, used), out / part_name(0))
     write_table(quads, out / "quadruplets.parquet")
     return {"pairs": pairs.num_rows, "quadruplets": quads.num_rows, **{k: int(v) for k, v in result.stats.items()}}
-
-
-def mined_samples(store: NodeStore, params: Params) -> list[dict]:
-    """One sample per quadruplet: the exemplar pair B -> B' as context row, A -> A' as the query.
-
-    Both source images must fall in the same split (by the same per-image hash as every
-    other task), or the quadruplet is left out: no image crosses the train/eval boundary.
-    """
-    from pipelines.sampling import split_of
-
-    path = mined_dir(store) / "quadruplets.parquet"
-    if not params.mine.enabled or not path.exists():
-        return []
-    samples = []
-    for q in pq.read_table(path).to_pylist():
-        split_a = split_of(q["source_id_a"], params.sample.eval_fraction, params.sample.seed)
-        if split_a != split_of(q["source_id_b"], params.sample.eval_fraction, params.sample.seed):
-            continue
-        samples.append({"split": split_a, "task": "mined_edit", "family": "mined_editing",
-                        "columns": [MINED_SOURCE, MINED_EDIT], "image_ids": [q["pair_id_b"], q["pair_id_a"]]})
-    return samples

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from pipelines.params import Params
 from pipelines.sampling import assign_keys, auto_tasks, mined_samples, sample
-from pipelines.sampling_params import SamplerParams, as_sampler_params
+from pipelines.sampling_params import SamplerParams
 from pipelines.splits import assign_splits, leakage_report, near_duplicate_groups
 from pipelines.stages.annotate import node_sources, online_nodes, plan
 from pipelines.store import NodeStore, read_rows, write_json, write_table
@@ -57,7 +57,7 @@ def index_by_node(params: Params, store: NodeStore) -> tuple[dict[str, set[str]]
 
 
 def configured_tasks(params: Params, nodes=None, store: NodeStore | None = None) -> list[Task]:
-    sp = as_sampler_params(params.sample)
+    sp = params.sample
     if sp.tasks != "auto":
         return [explicit_task(t.name, t.path, t.family) for t in sp.tasks]
     if nodes is None:
@@ -109,7 +109,7 @@ def _mined_rows(store: NodeStore, index: dict[str, set[str]], sp: SamplerParams)
 
 
 def run_sample(params: Params, store: NodeStore) -> dict:
-    sp = as_sampler_params(params.sample)
+    sp = params.sample
     index, parts = index_by_node(params, store)
     tasks = configured_tasks(params, nodes=index)
     image_ids = index.get("image", set())
