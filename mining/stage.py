@@ -1,0 +1,157 @@
+"""The mining stage: pairs (pyarrow table or Ray Dataset) -> embeddings (cached) -> quadruplets.
+
+`run_mine(pairs, params, cache_dir)` embeds every source / edited image and instruction not
+yet in `<cache_dir>/embeddings/<embedder key>/` (in-process, or through a Ray actor pool
+that loads each model once per actor), then runs the pure `mining.quadruplets.mine`.
+It also writes every candidate with its scores (`candidates.parquet`) and the SemDeDup
+scores of every source (`dedup.parquet`) to `<cache_dir>/mine/<params digest>/`, so
+thresholds can be tuned without re-running. Pairs are processed in pair_id order, so the
+output does not depend on the order the input arrives in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mining.config import MineParams
+from mining.embed import EmbeddingCache, ImageEmbedActor, TextEmbedActor, explode_pair_batch, \
+    make_image_embedder, make_text_embedder, text_id
+from mining.quadruplets import MineResult, mine
+
+META_COLUMNS = ["pair_id", "source_id", "edited_id", "instruction"]
+_PUT_EVERY = 1024  # images per cache part on the local path: progress survives an interruption
+
+
+def _is_ray_dataset(obj: Any) -> bool:
+    try:
+        import ray.data
+
+        return isinstance(obj, ray.data.Dataset)
+    except ImportError:
+        return False
+
+
+def _meta_table(pairs: Any) -> pa.Table:
+    if _is_ray_dataset(pairs):
+        import ray
+
+        tables = ray.get(pairs.select_columns(META_COLUMNS).to_arrow_refs())
+        meta = pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.string()) for c in META_COLUMNS})
+    else:
+        meta = pairs.select(META_COLUMNS)
+    meta = meta.sort_by("pair_id")
+    if pc.count_distinct(meta["pair_id"]).as_py() != meta.num_rows:
+        raise ValueError("pair_id values are not unique")
+    return meta
+
+
+def _ray_pool_kwargs(params: MineParams, **constructor_kwargs: Any) -> dict[str, Any]:
+    import ray.data
+
+    e = params.embed
+    kwargs: dict[str, Any] = {"compute": ray.data.ActorPoolStrategy(size=e.concurrency),
+                              "batch_size": e.batch_size, "num_cpus": e.num_cpus,
+                              "fn_constructor_kwargs": {"embed_params": e.model_dump(), **constructor_kwargs}}
+    if e.num_gpus:
+        kwargs["num_gpus"] = e.num_gpus
+    return kwargs
+
+
+def _collect(ds, id_col: str) -> tuple[list[str], np.ndarray | None]:
+    ids, mats = [], []
+    for batch in ds.iter_batches(batch_format="numpy", batch_size=4096):
+        ids.extend(str(x) for x in batch[id_col])
+        mats.append(np.asarray(batch["embedding"], dtype=np.float32))
+    return ids, (np.concatenate(mats) if mats else None)
+
+
+def embed_images(pairs: Any, params: MineParams, cache: EmbeddingCache, wanted: list[str]) -> None:
+    """Embed every image id in `wanted` that the cache lacks."""
+    missing = set(cache.missing(wanted))
+    if not missing:
+        return
+    use_ray = _is_ray_dataset(pairs) or params.embed.backend == "ray"
+    if use_ray:
+        import ray.data
+
+        ds = pairs if _is_ray_dataset(pairs) else ray.data.from_arrow(pairs)
+        out = ds.map_batches(ImageEmbedActor, **_ray_pool_kwargs(params, wanted=missing))
+        ids, mat = _collect(out, "image_id")
+        if mat is not None:
+            cache.put(ids, mat)
+        return
+    embedder = make_image_embedder(params.embed)
+    embedder.load()
+    from mining.embed import _decode
+
+    ids, blobs = explode_pair_batch({c: pairs[c].to_pylist() for c in
+                                     ("source_id", "source_bytes", "edited_id", "edited_bytes")}, missing)
+    bs = params.embed.batch_size
+    done_ids, done = [], []
+    for s in range(0, len(ids), bs):
+        done_ids.extend(ids[s:s + bs])
+        done.append(embedder.embed_images([_decode(b) for b in blobs[s:s + bs]]))
+        if len(done_ids) >= _PUT_EVERY or s + bs >= len(ids):
+            cache.put(done_ids, np.concatenate(done))
+            done_ids, done = [], []
+
+
+def embed_texts(texts: list[str], params: MineParams, cache: EmbeddingCache, use_ray: bool) -> None:
+    by_id = {text_id(t): t for t in texts}
+    missing = cache.missing(sorted(by_id))
+    if not missing:
+        return
+    if use_ray:
+        import ray.data
+
+        ds = ray.data.from_items([{"text_id": i, "text": by_id[i]} for i in missing])
+        ids, mat = _collect(ds.map_batches(TextEmbedActor, **_ray_pool_kwargs(params)), "text_id")
+        if mat is not None:
+            cache.put(ids, mat)
+        return
+    embedder = make_text_embedder(params.embed)
+    embedder.load()
+    cache.put(missing, embedder.embed_texts([by_id[i] for i in missing]))
+
+
+def params_digest(params: MineParams) -> str:
+    return hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def embed_and_mine(pairs: Any, params: MineParams, cache_dir: str | Path) -> MineResult:
+    cache_dir = Path(cache_dir)
+    meta = _meta_table(pairs)
+    image_embedder = make_image_embedder(params.embed)
+    text_embedder = make_text_embedder(params.embed, image_embedder)
+    image_cache = EmbeddingCache(cache_dir / "embeddings", image_embedder.key)
+    text_cache = EmbeddingCache(cache_dir / "embeddings", text_embedder.key)
+    source_ids = meta["source_id"].to_pylist()
+    edited_ids = meta["edited_id"].to_pylist()
+    instructions = meta["instruction"].to_pylist()
+    embed_images(pairs, params, image_cache, source_ids + edited_ids)
+    use_ray = _is_ray_dataset(pairs) or params.embed.backend == "ray"
+    embed_texts(instructions, params, text_cache, use_ray)
+    result = mine(meta, image_cache.get(source_ids), image_cache.get(edited_ids),
+                  text_cache.get([text_id(t) for t in instructions]), params)
+    out = cache_dir / "mine" / params_digest(params)
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(result.candidates, out / "candidates.parquet")
+    pq.write_table(result.dedup, out / "dedup.parquet")
+    (out / "stats.json").write_text(json.dumps(result.stats, indent=1, sort_keys=True))
+    (out / "params.json").write_text(json.dumps(params.model_dump(mode="json"), indent=1, sort_keys=True))
+    return result
+
+
+def run_mine(pairs: Any, params: MineParams, cache_dir: str | Path) -> pa.Table:
+    """Quadruplets of a pair corpus (columns pair_id, source_id, edited_id, source_bytes,
+    edited_bytes, instruction) as a pyarrow table (mining.quadruplets.QUADRUPLET_SCHEMA):
+    the lead stores it as the task `mined_edit`."""
+    return embed_and_mine(pairs, params, cache_dir).quadruplets
