@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, WeightSpec
-from annotators.grounding import QWEN_VL_DEFAULT, QwenVL
+from annotators.base import AnnotatorParams, NodeOutput
+from annotators.grounding import QWEN_VL_DEFAULT, QwenVLAnnotator
 from annotators.registry import register
 from annotators.segmentation import DType
 
@@ -33,22 +33,12 @@ def tidy_caption(text: str) -> str:
 
 
 @register
-class CaptionQwenVL(Annotator):
+class CaptionQwenVL(QwenVLAnnotator):
     """Greedy (deterministic) Qwen2.5-VL caption of each image, batched."""
 
     name = "caption_qwen_vl"
     produces = ("caption",)
     Params = CaptionParams
-    resources = Resources(batch_size=8, concurrency=1, num_gpus=1.0)
-    weights = (WeightSpec(QWEN_VL_DEFAULT, None, "Qwen2.5-VL 7B Instruct (grounding and captions)"),)
-
-    def load(self) -> None:
-        p = self.params
-        self._vlm = QwenVL.from_pretrained(p.repo_id, self.models_dir, self.device, p.dtype, p.min_pixels, p.max_pixels)
-
-    def load_random(self, size: str = "tiny") -> None:
-        p = self.params
-        self._vlm = QwenVL.random(size, self.device, p.min_pixels, p.max_pixels)
 
     def annotate(self, inputs, image_ids):
         p = self.params

@@ -287,13 +287,11 @@ class QwenGroundingParams(AnnotatorParams):
     dtype: DType = "auto"
 
 
-@register
-class GroundingQwenVL(Annotator):
-    """Qwen2.5-VL open-vocabulary grounding; see the module docstring for the nodes."""
+class QwenVLAnnotator(Annotator):
+    """Base of the annotators that prompt Qwen2.5-VL (grounding, captions): one model per actor.
 
-    name = "grounding_qwen_vl"
-    produces = GROUNDING_NODES
-    Params = QwenGroundingParams
+    Params must carry repo_id, dtype, min_pixels and max_pixels."""
+
     resources = Resources(batch_size=8, concurrency=1, num_gpus=1.0)
     weights = (WeightSpec(QWEN_VL_DEFAULT, None, "Qwen2.5-VL 7B Instruct (grounding and captions)"),)
 
@@ -304,6 +302,15 @@ class GroundingQwenVL(Annotator):
     def load_random(self, size: str = "tiny") -> None:
         p = self.params
         self._vlm = QwenVL.random(size, self.device, p.min_pixels, p.max_pixels)
+
+
+@register
+class GroundingQwenVL(QwenVLAnnotator):
+    """Qwen2.5-VL open-vocabulary grounding; see the module docstring for the nodes."""
+
+    name = "grounding_qwen_vl"
+    produces = GROUNDING_NODES
+    Params = QwenGroundingParams
 
     def instruction(self) -> str:
         cats = self.params.categories
