@@ -81,6 +81,7 @@ class AnnotateParams(Section):
     plugins: list[str] = Field(default_factory=list)  # extra modules that @register annotators
     annotators: dict[str, AnnotatorSpec] = Field(default_factory=dict)
     prune_stale: bool = True  # delete store folders of annotators/params no longer configured
+    fuse_cpu: bool = True  # run CPU annotators that need only the image in one shared pipeline
 
 
 class MineSection(MineParams):

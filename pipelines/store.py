@@ -69,8 +69,10 @@ def atomic_path(path: str | Path):
 
 
 def write_table(table: pa.Table, path: str | Path) -> None:
+    # Encoded images are already compressed: zstd on them costs CPU and saves nothing.
+    compression = {name: ("none" if name == "data" else "zstd") for name in table.column_names}
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression=compression)
 
 
 def write_bytes(data: bytes, path: str | Path) -> None:

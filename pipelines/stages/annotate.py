@@ -163,20 +163,31 @@ def read_part_inputs(item: dict) -> list[dict]:
 
 
 class AnnotatorActor:
-    """Ray Data callable class: builds and loads the annotator once per actor."""
+    """Ray Data callable class: builds and loads its annotators once per actor.
 
-    def __init__(self, run: dict):
+    Usually one annotator; CPU annotators that need only the image are fused into one actor
+    so a batch is read and decoded once for all of them."""
+
+    def __init__(self, runs: list[dict]):
         import annotators
         from annotators import registry
 
-        registry.load_plugins(run["plugins"])
-        cls = annotators.get(run["name"])
-        self.cls = cls
-        self.annotator = cls(cls.Params.model_validate_json(run["params_json"]), device=run["device"],
-                             models_dir=run["models_dir"])
-        self.annotator.load()
-        self.folder_hash = run["folder_hash"]
-        self.requires = [r.removesuffix(".meta") for r in cls.requires]
+        if runs[0].get("cpu_threads"):  # as Ray does for OMP: an actor's threads match the CPUs it holds
+            import cv2
+            import torch
+
+            cv2.setNumThreads(runs[0]["cpu_threads"])
+            torch.set_num_threads(runs[0]["cpu_threads"])
+
+        registry.load_plugins(runs[0]["plugins"])
+        self.members = []
+        for run in runs:
+            cls = annotators.get(run["name"])
+            annotator = cls(cls.Params.model_validate_json(run["params_json"]), device=run["device"],
+                            models_dir=run["models_dir"])
+            annotator.load()
+            self.members.append((cls, annotator, run["folder_hash"]))
+        self.requires = sorted({r.removesuffix(".meta") for cls, _, _ in self.members for r in cls.requires})
 
     def _decode(self, batch: dict) -> list[dict]:
         items = []
@@ -190,15 +201,16 @@ class AnnotatorActor:
             items.append(item)
         return items
 
-    def _annotate_isolated(self, items, ids):
+    @staticmethod
+    def _annotate_isolated(annotator, items, ids):
         """Batch first; if the batch raises, image by image so one bad input fails alone."""
         try:
-            return self.annotator.annotate(items, ids), [None] * len(ids)
+            return annotator.annotate(items, ids), [None] * len(ids)
         except Exception:  # noqa: BLE001 - isolated below, per image
             outs, errors = [], []
             for item, image_id in zip(items, ids):
                 try:
-                    outs.append(self.annotator.annotate([item], [image_id])[0])
+                    outs.append(annotator.annotate([item], [image_id])[0])
                     errors.append(None)
                 except Exception as e:  # noqa: BLE001 - recorded in the failures table
                     outs.append(None)
@@ -208,26 +220,29 @@ class AnnotatorActor:
     def __call__(self, batch: pa.Table) -> pa.Table:
         batch = batch.to_pydict()
         ids = batch["image_id"]
-        start = time.perf_counter()
         try:
-            items = self._decode(batch)
-            outs, errors = self._annotate_isolated(items, ids)
+            items, decode_error = self._decode(batch), None
         except Exception as e:  # noqa: BLE001 - undecodable input: every image of the batch fails
-            outs, errors = [None] * len(ids), [f"{type(e).__name__}: {e}"] * len(ids)
-        seconds = (time.perf_counter() - start) / max(1, len(ids))
+            items, decode_error = None, f"{type(e).__name__}: {e}"
         rows = []
-        for part, image_id, out, error in zip(batch["part"], ids, outs, errors):
-            for node in self.cls.produces:
-                row = {"image_id": image_id, "node_type": node, "data": b"", "format": "none", "width": 0,
-                       "height": 0, "meta": "{}", "annotator": self.cls.name,
-                       "annotator_version": self.cls.version, "params_hash": self.folder_hash,
-                       "seconds": seconds, "error": error, "part": part}
-                if error is None:
-                    try:
-                        row.update(_encode_output(out[node]))
-                    except Exception as e:  # noqa: BLE001 - a malformed output is this image's failure
-                        row["error"] = f"bad output for {node}: {type(e).__name__}: {e}"
-                rows.append(row)
+        for cls, annotator, folder_hash in self.members:
+            start = time.perf_counter()
+            if decode_error is None:
+                outs, errors = self._annotate_isolated(annotator, items, ids)
+            else:
+                outs, errors = [None] * len(ids), [decode_error] * len(ids)
+            seconds = (time.perf_counter() - start) / max(1, len(ids))
+            for part, image_id, out, error in zip(batch["part"], ids, outs, errors):
+                for node in cls.produces:
+                    row = {"image_id": image_id, "node_type": node, "data": b"", "format": "none", "width": 0,
+                           "height": 0, "meta": "{}", "annotator": cls.name, "annotator_version": cls.version,
+                           "params_hash": folder_hash, "seconds": seconds, "error": error, "part": part}
+                    if error is None:
+                        try:
+                            row.update(_encode_output(out[node]))
+                        except Exception as e:  # noqa: BLE001 - a malformed output is this image's failure
+                            row["error"] = f"bad output for {node}: {type(e).__name__}: {e}"
+                    rows.append(row)
         return pa.Table.from_pylist(rows, schema=OUT_SCHEMA)
 
 
@@ -265,66 +280,85 @@ def read_ids_joined(inputs: dict[str, str]) -> set[str]:
     return ids or set()
 
 
-def run_annotator(run: AnnotatorRun, sources: dict[str, Path], store: NodeStore, params: Params,
-                  progress=None) -> dict:
+def run_group(group: list[AnnotatorRun], sources: dict[str, Path], store: NodeStore, params: Params,
+              progress=None) -> list[dict]:
+    """Annotators with the same inputs, through one Ray Data pipeline; each writes its own parts."""
     import ray.data
 
-    clean_temp_files(run.folder)
-    write_json({"name": run.name, "version": run.version, "params": json.loads(run.params_json),
-                "produces": list(run.produces), "requires": list(run.requires)}, run.folder / "annotator.json")
+    requires = group[0].requires
     parts = [int(p.stem.split("-")[1]) for p in store.image_parts()]
-    pending = {}
-    for k in parts:
-        if (run.folder / part_name(k)).exists():
-            continue
-        inputs = {node: str(sources[node] / part_name(k)) for node in run.requires}
-        missing = [p for p in inputs.values() if not Path(p).exists()]
+    todo: dict[int, list[AnnotatorRun]] = {}
+    for run in group:
+        clean_temp_files(run.folder)
+        write_json({"name": run.name, "version": run.version, "params": json.loads(run.params_json),
+                    "produces": list(run.produces), "requires": list(run.requires)}, run.folder / "annotator.json")
+        for k in parts:
+            if not (run.folder / part_name(k)).exists():
+                todo.setdefault(k, []).append(run)
+    computed = {run.name: sum(run in runs for runs in todo.values()) for run in group}
+    inputs = {}
+    for k in todo:
+        inputs[k] = {node: str(sources[node] / part_name(k)) for node in requires}
+        missing = [p for p in inputs[k].values() if not Path(p).exists()]
         if missing:
-            raise RuntimeError(f"{run.name}: input part missing: {missing[0]} (did its annotator fail?)")
-        pending[k] = inputs
-    if not pending:
-        return {"annotator": run.name, "computed_parts": 0, "parts": len(parts)}
-
-    expected = {k: _expected_rows(v) * len(run.produces) for k, v in pending.items()}
-    for k in [k for k, n in expected.items() if n == 0]:  # nothing to annotate: an empty part is still done
-        write_table(OUT_SCHEMA.empty_table().drop_columns(["part"]), run.folder / part_name(k))
-        del pending[k]
-    if pending:
-        actor_args = {"name": run.name, "params_json": run.params_json, "device": run.device,
-                      "models_dir": str(Path(params.annotate.models_dir).absolute()),
-                      "plugins": params.annotate.plugins, "folder_hash": run.folder_hash}
-        items = [{"part": k, "inputs": json.dumps(v)} for k, v in sorted(pending.items())]
-        pool = ray.data.ActorPoolStrategy(size=_pool_size(run))
+            raise RuntimeError(f"{group[0].name}: input part missing: {missing[0]} (did its annotator fail?)")
+    n_images = {k: _expected_rows(v) for k, v in inputs.items()}
+    for k in [k for k, n in n_images.items() if n == 0]:  # nothing to annotate: an empty part is still done
+        for run in todo.pop(k):
+            write_table(OUT_SCHEMA.empty_table().drop_columns(["part"]), run.folder / part_name(k))
+    if todo:
+        # a part some members already finished is recomputed for all: rare (a crash between writes)
+        expected = {(run.name, k): n_images[k] * len(run.produces) for k in todo for run in group}
+        folders = {run.name: run.folder for run in group}
+        actor_args = [{"name": run.name, "params_json": run.params_json, "device": run.device,
+                       "models_dir": str(Path(params.annotate.models_dir).absolute()),
+                       "plugins": params.annotate.plugins, "folder_hash": run.folder_hash} for run in group]
+        items = [{"part": k, "inputs": json.dumps(inputs[k])} for k in sorted(todo)]
+        size, num_cpus = _pool(group)
+        if all(r.num_gpus == 0 for r in group):
+            actor_args[0]["cpu_threads"] = max(1, round(num_cpus))
         ds = (ray.data.from_items(items, override_num_blocks=len(items))
-              .flat_map(read_part_inputs, num_cpus=0.25)
-              .map_batches(AnnotatorActor, fn_constructor_kwargs={"run": actor_args}, batch_format="pyarrow",
-                           batch_size=run.batch_size, compute=pool, num_gpus=run.num_gpus,
-                           num_cpus=run.num_cpus))
-        buffers: dict[int, list[pa.Table]] = {k: [] for k in pending}
-        counts = dict.fromkeys(pending, 0)
-        bar = (progress or _no_bar)(total=len(pending), desc=f"annotate {run.name}")
+              .flat_map(read_part_inputs, num_cpus=READ_CPUS)
+              .map_batches(AnnotatorActor, fn_constructor_kwargs={"runs": actor_args}, batch_format="pyarrow",
+                           batch_size=min(r.batch_size for r in group), compute=ray.data.ActorPoolStrategy(size=size),
+                           num_gpus=max(r.num_gpus for r in group), num_cpus=num_cpus))
+        buffers: dict[tuple[str, int], list[pa.Table]] = {key: [] for key in expected}
+        counts = dict.fromkeys(expected, 0)
+        label = group[0].name if len(group) == 1 else f"{len(group)} CPU annotators"
+        bar = (progress or _no_bar)(total=len(todo), desc=f"annotate {label}")
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for k in sorted(set(batch["part"].to_pylist())):
-                rows = batch.filter(pa.compute.equal(batch["part"], k))
-                buffers[k].append(rows)
-                counts[k] += rows.num_rows
-                if counts[k] == expected[k]:
-                    _write_part(pa.concat_tables(buffers.pop(k)), run.folder / part_name(k))
-                    bar.update(1)
+            for name, k in sorted(set(zip(batch["annotator"].to_pylist(), batch["part"].to_pylist()))):
+                rows = batch.filter(pa.compute.and_(pa.compute.equal(batch["annotator"], name),
+                                                    pa.compute.equal(batch["part"], k)))
+                buffers[(name, k)].append(rows)
+                counts[(name, k)] += rows.num_rows
+                if counts[(name, k)] == expected[(name, k)]:
+                    path = folders[name] / part_name(k)
+                    if not path.exists():
+                        _write_part(pa.concat_tables(buffers[(name, k)]), path)
+                    del buffers[(name, k)]
+                    if not any(key[1] == k for key in buffers):
+                        bar.update(1)
         bar.close()
         if buffers:
-            raise RuntimeError(f"{run.name}: parts {sorted(buffers)} did not receive all their rows")
-    return {"annotator": run.name, "computed_parts": len(expected), "parts": len(parts)}
+            raise RuntimeError(f"parts {sorted(buffers)} did not receive all their rows")
+    return [{"annotator": run.name, "computed_parts": computed[run.name], "parts": len(parts)} for run in group]
 
 
-def _pool_size(run: AnnotatorRun) -> int:
-    """CPU-only pools leave room for the reading tasks, or the actors would starve them."""
+READ_CPUS = 0.25  # the part-reading tasks: light, and must never be starved by the actors
+
+
+def _pool(group: list[AnnotatorRun]) -> tuple[int, float]:
+    """(pool size, CPUs per actor). CPU-only pools use every core but leave room for the readers."""
     import ray
 
-    if run.num_gpus > 0:
-        return run.concurrency
+    concurrency = max(r.concurrency for r in group)
+    num_cpus = max(r.num_cpus for r in group)
+    if any(r.num_gpus > 0 for r in group):
+        return concurrency, num_cpus
     cpus = ray.cluster_resources().get("CPU", 1)
-    return max(1, min(run.concurrency, int((cpus - 0.25) // run.num_cpus)))
+    size = max(1, min(concurrency, int(cpus)))
+    return size, min(num_cpus, (cpus - READ_CPUS) / size)
 
 
 def _write_part(table: pa.Table, path: Path) -> None:
@@ -347,7 +381,11 @@ class _no_bar:
 def run_annotate(params: Params, store: NodeStore, progress=None) -> list[dict]:
     runs = plan(params, store)
     sources = node_sources(runs, store)
-    results = [run_annotator(run, sources, store, params, progress) for run in runs]
+    # CPU annotators that read only the image share one pipeline (one read and decode per
+    # batch); the others run one by one in dependency order, after them.
+    fused = [r for r in runs if r.num_gpus == 0 and r.requires == ("image",)] if params.annotate.fuse_cpu else []
+    groups = ([fused] if fused else []) + [[r] for r in runs if r not in fused]
+    results = [result for group in groups for result in run_group(group, sources, store, params, progress)]
     if params.annotate.prune_stale:
         keep = {run.folder for run in runs}
         for folder in sorted(store.nodes_dir.glob("*/*")):
