@@ -349,16 +349,19 @@ READ_CPUS = 0.25  # the part-reading tasks: light, and must never be starved by 
 
 
 def _pool(group: list[AnnotatorRun]) -> tuple[int, float]:
-    """(pool size, CPUs per actor). CPU-only pools use every core but leave room for the readers."""
+    """(pool size, CPUs per actor). A CPU-only pool puts one actor per core of every node, each
+    asking a little under a core, so every node keeps READ_CPUS for the part readers (a node
+    whose actors took all its CPUs would starve them, and the pipeline would stall)."""
     import ray
 
     concurrency = max(r.concurrency for r in group)
     num_cpus = max(r.num_cpus for r in group)
     if any(r.num_gpus > 0 for r in group):
         return concurrency, num_cpus
-    cpus = ray.cluster_resources().get("CPU", 1)
-    size = max(1, min(concurrency, int(cpus)))
-    return size, min(num_cpus, (cpus - READ_CPUS) / size)
+    node_cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]]
+    node_cpus = [c for c in node_cpus if c >= 1] or [1.0]
+    per_actor = min([num_cpus] + [(c - READ_CPUS) / int(c) for c in node_cpus])
+    return max(1, min(concurrency, sum(int(c) for c in node_cpus))), per_actor
 
 
 def _write_part(table: pa.Table, path: Path) -> None:
