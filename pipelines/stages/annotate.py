@@ -172,12 +172,10 @@ class AnnotatorActor:
         import annotators
         from annotators import registry
 
-        if runs[0].get("cpu_threads"):  # as Ray does for OMP: an actor's threads match the CPUs it holds
+        if runs[0].get("cpu_threads"):  # Ray sets OMP_NUM_THREADS (torch, numpy); OpenCV has its own pool
             import cv2
-            import torch
 
             cv2.setNumThreads(runs[0]["cpu_threads"])
-            torch.set_num_threads(runs[0]["cpu_threads"])
 
         registry.load_plugins(runs[0]["plugins"])
         self.members = []
