@@ -138,13 +138,3 @@ def decode_rgb(data: bytes) -> np.ndarray:
         arr = (np.asarray(im, dtype=np.int64).clip(0, 65535) >> 8).astype(np.uint8)
         return np.repeat(arr[..., None], 3, axis=2)
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
-
-def decode_array(data: bytes) -> np.ndarray:
-    """Decode trusted bytes keeping channels and bit depth (masks stay H x W, 16-bit stays 16-bit)."""
-    im = Image.open(io.BytesIO(data))
-    if im.mode.startswith("I;16"):
-        return np.asarray(im, dtype=np.uint16)
-    if im.mode in ("L", "RGB"):
-        return np.asarray(im, dtype=np.uint8)
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)

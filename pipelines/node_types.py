@@ -100,6 +100,10 @@ for _name, _group, _desc in [
 ]:
     register_node_type(_name, _group, _desc)
 
+# Mined open-domain edit pairs, keyed by pair id (the mine stage, pipelines/stages/mine.py).
+MINED_SOURCE = register_node_type("mined_source", "mined", "source image A of a mined edit pair", "photo").name
+MINED_EDIT = register_node_type("mined_edit", "mined", "edited image A' of a mined edit pair", "photo").name
+
 register_node_type("caption", "text", "a VLM caption of the image (text in meta)", "json")
 register_node_type("bbox_json", "text", "grounding boxes and labels only (meta)", "json")
 

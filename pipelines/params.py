@@ -145,10 +145,11 @@ def validate_params(params: Params, source: str = "params") -> None:
 
     registry.load_plugins(params.annotate.plugins)
     produced: dict[str, str] = {"image": "ingest"}
+    classes = {}
     for name, spec in params.annotate.annotators.items():
         key = f"annotate.annotators.{name}"
         try:
-            cls = annotators.get(name)
+            cls = classes[name] = annotators.get(name)
         except KeyError as e:
             raise ParamsError(f"{source}: {key}: {e.args[0]}") from None
         try:
@@ -161,11 +162,11 @@ def validate_params(params: Params, source: str = "params") -> None:
             if node in produced:
                 raise ParamsError(f"{source}: {key}: node type {node!r} is already produced by {produced[node]!r}")
             produced[node] = name
-        for node in cls.requires:
-            if node.endswith(".meta"):
-                node = node[: -len(".meta")]
-            if node not in produced and node not in _produced_by_any(params, node):
-                raise ParamsError(f"{source}: {key}: requires node type {node!r} which no configured annotator produces")
+    for name, cls in classes.items():  # after all producers are known: params order does not matter
+        for node in (r.removesuffix(".meta") for r in cls.requires):
+            if node not in produced:
+                raise ParamsError(f"{source}: annotate.annotators.{name}: requires node type {node!r} which no "
+                                  f"configured annotator produces")
     if params.sample.tasks != "auto":
         for i, task in enumerate(params.sample.tasks):
             for node in task.path:
@@ -174,12 +175,6 @@ def validate_params(params: Params, source: str = "params") -> None:
                 if node not in produced:
                     raise ParamsError(f"{source}: sample.tasks.{i}.path: node type {node!r} is produced by no "
                                       f"configured annotator (add one under annotate.annotators)")
-
-
-def _produced_by_any(params: Params, node: str) -> set[str]:
-    import annotators
-
-    return {node for name in params.annotate.annotators if node in annotators.get(name).produces}
 
 
 def produced_nodes(params: Params) -> dict[str, str]:

@@ -26,7 +26,7 @@ import numpy as np
 from pipelines.instructions import build_instruction
 from pipelines.sampling_params import SamplerParams
 from pipelines.splits import split_of_group
-from pipelines.tasks import MINED_TASK, Task, enumerate_tasks, load_families
+from pipelines.tasks import Task, enumerate_tasks, load_families, mined_task
 
 EVAL_UNSEEN = "eval_unseen"  # split of the held-out tasks (unseen-task evaluation)
 SPLITS = ("train", "eval", EVAL_UNSEEN)
@@ -197,16 +197,13 @@ def split_of(image_id: str, eval_fraction: float, seed: int) -> str:
     return split_of_group(image_id, eval_fraction, seed)
 
 
-_MINED_ALIASES = {"a_pair_id": "pair_id_a", "b_pair_id": "pair_id_b", "a_source_id": "source_id_a",
-                  "b_source_id": "source_id_b", "a_instruction": "instruction_a", "b_instruction": "instruction_b"}
-MINED_COLUMNS = ("mined_source", "mined_edit")  # node types the mine stage stores, keyed by pair id
 
 
 def mined_samples(rows: list[dict], split_of_map: dict[str, str], params) -> list[dict]:
     """Quadruplets of the mining stage as samples of the task `mined_edit`.
 
     `rows`: mining's quadruplet table rows (pair_id_a, pair_id_b, source_id_a, source_id_b,
-    instruction_a, instruction_b; a_pair_id... accepted too). The store holds each pair as
+    instruction_a, instruction_b: mining.quadruplets.QUADRUPLET_SCHEMA). The store holds each pair as
     nodes `mined_source` (A) / `mined_edit` (A') under its pair id. Row 0 is the exemplar pair
     B -> B', row 1 the query A -> A'; the target is A'. Both source images must be in one
     split (`split_of_map`, near-duplicate grouped; ids outside it: per-id hash), else the
@@ -215,8 +212,9 @@ def mined_samples(rows: list[dict], split_of_map: dict[str, str], params) -> lis
     diversity over volume (VisRel).
     """
     per_split: dict[str, list[dict]] = defaultdict(list)
-    for raw in rows:
-        r = {_MINED_ALIASES.get(k, k): v for k, v in raw.items()}
+    task = mined_task()
+    columns = list(task.path)
+    for r in rows:
         sources = [r["source_id_b"], r["source_id_a"]]
         splits = {split_of_map.get(i) or split_of(i, params.eval_fraction, params.seed) for i in sources}
         if len(splits) == 1 and not (params.eval_fraction == 0 and splits != {"train"}):
@@ -227,19 +225,19 @@ def mined_samples(rows: list[dict], split_of_map: dict[str, str], params) -> lis
     for split in sorted(per_split, key=lambda name: SPLITS.index(name) if name in SPLITS else len(SPLITS)):
         candidates = per_split[split]
         cap = params.mined_max_samples or default_cap.get(split, params.samples_per_task)
-        rng = task_rng(params.seed, split, MINED_TASK)
+        rng = task_rng(params.seed, split, task.name)
         if len(candidates) > cap:
             candidates = [candidates[i] for i in sorted(rng.choice(len(candidates), size=cap, replace=False))]
         for r in candidates:
             text = r.get("instruction_a") or r.get("instruction_b") or ""
             ip = params.instructions
-            instruction = build_instruction(2, list(MINED_COLUMNS), rng, task_keep=ip.task_keep, content_keep=0.0,
+            instruction = build_instruction(2, columns, rng, task_keep=ip.task_keep, content_keep=0.0,
                                             drop_all=ip.drop_all, phrases_file=ip.phrases_file,
                                             task_text=f"Each row applies the same edit: {text}" if text else "")
             ids = [r["pair_id_b"], r["pair_id_a"]]
-            out.append({"split": split, "task": MINED_TASK, "family": "mined_editing", "meta_task": "editing",
-                        "semantic": "object", "locality": "global", "columns": list(MINED_COLUMNS),
+            out.append({"split": split, "task": task.name, "family": task.family, "meta_task": task.meta_task,
+                        "semantic": task.semantic, "locality": task.locality, "columns": columns,
                         "permutation": [0], "image_ids": ids, "source_ids": r["_sources"],
-                        "cell_nodes": list(MINED_COLUMNS) * 2, "cell_ids": [i for i in ids for _ in MINED_COLUMNS],
+                        "cell_nodes": columns * 2, "cell_ids": [i for i in ids for _ in columns],
                         "target_row": 1, "target_col": 1, "instruction": instruction, "context_mode": "mined"})
     return out

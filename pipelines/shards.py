@@ -116,6 +116,3 @@ def write_tar(samples: list[dict], path, mtime: int = 0) -> int:
     return len(data)
 
 
-def fit_square(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop to a square and resize (the grid's square-cell rule)."""
-    return fit_cell(rgb, (size, size))

@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from pipelines.params import Params
-from pipelines.store import NodeStore, part_name
+from pipelines.store import NodeStore
 
 
 def status_report(params: Params, store: NodeStore) -> str:
@@ -22,7 +22,7 @@ def status_report(params: Params, store: NodeStore) -> str:
     parts = store.image_parts()
     lines.append(f"ingest:   {len(parts)}/{total} parts" + ("" if len(parts) == total else " (incomplete)"))
     for run in plan(params, store):
-        done = sum((run.folder / part_name(int(p.stem.split('-')[1]))).exists() for p in parts)
+        done = sum((run.folder / p.name).exists() for p in parts)
         lines.append(f"annotate: {run.name:<20} {done}/{len(parts)} parts  -> {', '.join(run.produces)}")
     if store.samples_path.exists():
         import pyarrow.parquet as pq

@@ -125,8 +125,6 @@ class NodeStore:
     def annotator_dir(self, annotator: str, params_hash: str) -> Path:
         return self.nodes_dir / annotator / params_hash
 
-    def annotator_parts(self, annotator: str, params_hash: str) -> list[Path]:
-        return sorted(self.annotator_dir(annotator, params_hash).glob("part-*.parquet"))
 
     # --- reading ----------------------------------------------------------------------------
     def node_index(self, sources: dict[str, Path]) -> pa.Table:

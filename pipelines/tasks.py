@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from pipelines.node_types import LOCALITY_LEVELS, NODE_TYPES, SEMANTIC_LEVELS, axes_of
+from pipelines.node_types import LOCALITY_LEVELS, MINED_EDIT, MINED_SOURCE, NODE_TYPES, SEMANTIC_LEVELS, axes_of
 
 FAMILIES_FILE = Path(__file__).with_name("task_families.yaml")
 MINED_TASK = "mined_edit"  # quadruplets from the mining stage: a task of their own (pipelines/sampling.py)
@@ -148,7 +148,7 @@ def explicit_task(name: str, path: list[str], family: str = "custom") -> Task:
 
 
 def mined_task() -> Task:
-    return Task(MINED_TASK, ("mined_source", "mined_edit"), "mined_editing", "editing", "object", "global")
+    return Task(MINED_TASK, (MINED_SOURCE, MINED_EDIT), "mined_editing", "editing", "object", "global")
 
 
 def coverage_matrix(tasks: list[Task]) -> dict[str, dict[str, int]]:

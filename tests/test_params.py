@@ -27,12 +27,20 @@ def test_defaults_are_valid():
     ({"sample": {"tasks": [{"name": "t", "path": ["depth", "image"]}]}}, "node type 'depth' is produced by no"),
     ({"sample": {"tasks": [{"name": "t", "path": ["nonsense", "image"]}]}}, "unknown node type 'nonsense'"),
     ({"sample": {"tasks": [{"name": "a.b", "path": ["canny", "image"]}]}}, "sample.tasks.0.name"),
+    ({"annotate": {"annotators": {"foreground": {}}}}, "requires node type 'mask' which no configured"),
+    ({"annotate": {"annotators": {"degrade_JPEG": {"online": True}, "foreground": {"online": True},
+                                  "sam_boxes": {}, "grounding_owlv2": {}}}}, "foreground.online"),
 ])
 def test_bad_params_name_the_key(data, key):
     data.setdefault("annotate", {}).setdefault("annotators", {"canny": {}})
     with pytest.raises(ParamsError) as err:
         check(data)
     assert key in str(err.value)
+
+
+def test_dependencies_may_be_listed_before_their_producers():
+    params = check({"annotate": {"annotators": {"foreground": {}, "sam_boxes": {}, "grounding_owlv2": {}}}})
+    assert list(params.annotate.annotators) == ["foreground", "sam_boxes", "grounding_owlv2"]
 
 
 def test_cli_reports_invalid_params(tmp_path, capsys):

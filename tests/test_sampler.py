@@ -143,8 +143,8 @@ def test_mined_quadruplets_become_their_own_task_within_one_split():
     split_of = {"s1": "train", "s2": "train", "s3": "eval"}
     rows = [{"pair_id_a": "p1", "pair_id_b": "p2", "source_id_a": "s1", "source_id_b": "s2",
              "instruction_a": "make it sepia", "instruction_b": "sepia tone"},
-            {"a_pair_id": "p1", "b_pair_id": "p3", "a_source_id": "s1", "b_source_id": "s3",
-             "a_instruction": "x", "b_instruction": "y"}]
+            {"pair_id_a": "p1", "pair_id_b": "p3", "source_id_a": "s1", "source_id_b": "s3",
+             "instruction_a": "x", "instruction_b": "y"}]
     out = mined_samples(rows, split_of, SamplerParams(instructions={"drop_all": 0.0, "task_keep": 1.0}))
     assert len(out) == 1  # the second crosses splits
     s = out[0]

@@ -24,7 +24,9 @@ import pyarrow.parquet as pq
 
 from pipelines.images import decode_rgb, encode_png
 from pipelines.params import AnnotatorSpec, Params, ParamsError
-from pipelines.store import NODE_SCHEMA, NodeStore, clean_temp_files, part_name, remove_tree, write_json, write_table
+from pipelines.node_types import MINED_EDIT, MINED_SOURCE
+from pipelines.store import (NODE_SCHEMA, NodeStore, clean_temp_files, part_index, part_name, remove_tree, write_json,
+                             write_table)
 
 OUT_SCHEMA = NODE_SCHEMA.append(pa.field("part", pa.int32()))
 
@@ -106,7 +108,7 @@ def node_sources(runs: list[AnnotatorRun], store: NodeStore) -> dict[str, Path]:
             out[node] = run.folder
     mined = store.root / "mined"
     if (mined / part_name(0)).exists():  # written by the mine stage (pipelines/stages/mine.py)
-        out["mined_source"] = out["mined_edit"] = mined
+        out[MINED_SOURCE] = out[MINED_EDIT] = mined
     return out
 
 
@@ -284,7 +286,7 @@ def run_group(group: list[AnnotatorRun], sources: dict[str, Path], store: NodeSt
     import ray.data
 
     requires = group[0].requires
-    parts = [int(p.stem.split("-")[1]) for p in store.image_parts()]
+    parts = [part_index(p) for p in store.image_parts()]
     todo: dict[int, list[AnnotatorRun]] = {}
     for run in group:
         clean_temp_files(run.folder)

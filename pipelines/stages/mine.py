@@ -16,13 +16,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.node_types import NODE_TYPES, register_node_type
+from pipelines.node_types import MINED_EDIT, MINED_SOURCE, NODE_TYPES
 from pipelines.params import Params, produced_nodes
 from pipelines.store import NODE_SCHEMA, NodeStore, part_name, write_table
 
-MINED_SOURCE, MINED_EDIT = "mined_source", "mined_edit"
-register_node_type(MINED_SOURCE, "mined", "source image A of a mined open-domain edit pair", "photo")
-register_node_type(MINED_EDIT, "mined", "edited image A' of a mined open-domain edit pair", "photo")
 
 
 def mined_dir(store: NodeStore) -> Path:

@@ -21,6 +21,7 @@ from pipelines.sampling import assign_keys, auto_tasks, mined_samples, sample
 from pipelines.sampling_params import SamplerParams
 from pipelines.splits import assign_splits, leakage_report, near_duplicate_groups
 from pipelines.stages.annotate import node_sources, online_nodes, plan
+from pipelines.node_types import MINED_EDIT, MINED_SOURCE
 from pipelines.store import NodeStore, read_rows, write_json, write_table
 from pipelines.tasks import Task, explicit_task
 
@@ -104,7 +105,7 @@ def _mined_rows(store: NodeStore, index: dict[str, set[str]], sp: SamplerParams)
     path = Path(sp.mined_quadruplets) if sp.mined_quadruplets else store.root / "mined" / "quadruplets.parquet"
     if not path.exists():
         return []
-    have = index.get("mined_source", set()) & index.get("mined_edit", set())
+    have = index.get(MINED_SOURCE, set()) & index.get(MINED_EDIT, set())
     return [r for r in pq.read_table(path).to_pylist() if r["pair_id_a"] in have and r["pair_id_b"] in have]
 
 
