@@ -99,8 +99,10 @@ def resize_max_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize(size, Image.LANCZOS))
 
 
-def encode_png(arr: np.ndarray) -> bytes:
-    """Lossless PNG of an H x W (grey) or H x W x 3 uint8/uint16 array; deterministic bytes."""
+def encode_png(arr: np.ndarray, compress_level: int = 1) -> bytes:
+    """Lossless PNG of an H x W (grey) or H x W x 3 uint8/uint16 array; deterministic bytes.
+
+    zlib level 1 by default: ~3x faster than 6 for 10-45 % more bytes."""
     arr = np.ascontiguousarray(arr)
     if arr.dtype == np.uint16:
         if arr.ndim != 2:
@@ -111,7 +113,7 @@ def encode_png(arr: np.ndarray) -> bytes:
     else:
         raise ValueError(f"encode_png expects uint8 or uint16, got {arr.dtype}")
     buf = io.BytesIO()
-    im.save(buf, format="PNG", compress_level=6)
+    im.save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 

@@ -68,10 +68,6 @@ def png_bytes(rgb: np.ndarray, compress_level: int = 1) -> bytes:
     return buf.getvalue()
 
 
-def sequence_fields(cells: list[np.ndarray], cols: int, compress_level: int = 1) -> dict[str, bytes]:
-    return {sequence_field(*divmod(k, cols)): png_bytes(cell, compress_level) for k, cell in enumerate(cells)}
-
-
 def shape_set(rows: int, cols: int) -> str:
     """Name of the sequence shard set of a grid shape."""
     return f"{rows}x{cols}"

@@ -82,6 +82,10 @@ class AnnotateParams(Section):
     annotators: dict[str, AnnotatorSpec] = Field(default_factory=dict)
     prune_stale: bool = True  # delete store folders of annotators/params no longer configured
     fuse_cpu: bool = True  # run CPU annotators that need only the image in one shared pipeline
+    # zlib level of the stored map PNGs. Bytes only, never pixels, so a change does not recompute
+    # existing parts. 1 encodes ~3x faster than 6 for 10-45 % more bytes; the PNG encode was 80 %
+    # of the CPU degradation set's time at 6 (benchmarks/degrade.py).
+    png_compress_level: int = Field(1, ge=0, le=9)
 
 
 class MineSection(MineParams):

@@ -14,7 +14,9 @@ import json
 import numpy as np
 
 from pipelines.images import decode_rgb
-from pipelines.layouts import cell_shape, compose_grid, fit_cell, png_bytes, sequence_fields
+from PIL import Image
+
+from pipelines.layouts import cell_shape, compose_grid, fit_cell, png_bytes, sequence_field
 from pipelines.sample_schema import GRID_FIELD, JSON_FIELD, SCHEMA_VERSION, cell_boxes
 from pipelines.sampling_params import ExportParams
 from pipelines.store import atomic_path
@@ -66,53 +68,88 @@ def build_record(sample: dict, hw: tuple[int, int]) -> dict:
     }
 
 
-def sample_cells(sample: dict, cells: dict[tuple[str, str], bytes], export: ExportParams) -> tuple[list, tuple]:
-    """The fitted cell images (row-major) and their (height, width)."""
-    decoded = [decode_rgb(cells[ref]) for ref in cell_refs(sample)]
+class CellCache:
+    """The fitted cells of one shard: a cell that several samples share (same node, image and
+    cell shape) is decoded and resized once, and its PNG (sequence layout) encoded once."""
+
+    def __init__(self, cells: dict[tuple[str, str], bytes], compress_level: int = 1):
+        self.cells = cells
+        self.compress_level = compress_level
+        self._fitted: dict[tuple, np.ndarray] = {}
+        self._png: dict[tuple, bytes] = {}
+
+    def size(self, ref: tuple[str, str]) -> tuple[int, int]:
+        """(width, height) from the header alone."""
+        with Image.open(io.BytesIO(self.cells[ref])) as im:
+            return im.size
+
+    def fitted(self, ref: tuple[str, str], hw: tuple[int, int]) -> np.ndarray:
+        key = (ref, hw)
+        if key not in self._fitted:
+            self._fitted[key] = fit_cell(decode_rgb(self.cells[ref]), hw)
+        return self._fitted[key]
+
+    def png(self, ref: tuple[str, str], hw: tuple[int, int]) -> bytes:
+        key = (ref, hw)
+        if key not in self._png:
+            self._png[key] = png_bytes(self.fitted(ref, hw), self.compress_level)
+        return self._png[key]
+
+
+def cell_hw(sample: dict, cache: CellCache, export: ExportParams) -> tuple[int, int]:
+    """(height, width) of every cell of a sample (pipelines/layouts.py: the aspect rule)."""
     aspect = 1.0
     if export.aspect == "query":
-        query = decoded[-len(sample["columns"])]  # first cell of the query row
-        aspect = query.shape[1] / query.shape[0]
-    hw = cell_shape(export.cell_size, aspect, export.max_aspect)
-    return [fit_cell(d, hw) for d in decoded], hw
+        w, h = cache.size(cell_refs(sample)[-len(sample["columns"])])  # first cell of the query row
+        aspect = w / h
+    return cell_shape(export.cell_size, aspect, export.max_aspect)
 
 
-def assemble(sample: dict, cells: dict[tuple[str, str], bytes], export: ExportParams | int) -> dict:
-    """{"grid": shard sample, "sequence": shard sample or None}; `cells[(node, image_id)]` = encoded bytes."""
+def assemble(sample: dict, cells: dict[tuple[str, str], bytes] | CellCache, export: ExportParams | int,
+             layout: str = "grid") -> dict:
+    """One shard sample ({__key__, json, images}) of `sample` in `layout`.
+
+    `cells[(node, image_id)]` = stored bytes; pass one CellCache for all samples of a shard so
+    shared cells are fitted once."""
     if isinstance(export, int):
         export = ExportParams(cell_size=export)
-    fitted, hw = sample_cells(sample, cells, export)
+    cache = cells if isinstance(cells, CellCache) else CellCache(cells, export.png_compress_level)
+    hw = cell_hw(sample, cache, export)
     record = build_record(sample, hw)
     rows, cols = record["rows"], record["cols"]
-    grid = {"__key__": sample["key"], JSON_FIELD: json.dumps({**record, "layout": "grid"}, sort_keys=True).encode(),
-            GRID_FIELD: png_bytes(compose_grid(fitted, rows, cols), export.png_compress_level)}
-    sequence = None
-    if "sequence" in export.layouts:
-        sequence = {"__key__": sample["key"],
-                    JSON_FIELD: json.dumps({**record, "layout": "sequence"}, sort_keys=True).encode(),
-                    **sequence_fields(fitted, cols, export.png_compress_level)}
-    return {"grid": grid, "sequence": sequence}
+    refs = cell_refs(sample)
+    out = {"__key__": sample["key"], JSON_FIELD: json.dumps({**record, "layout": layout}, sort_keys=True).encode()}
+    if layout == "grid":
+        grid = compose_grid([cache.fitted(ref, hw) for ref in refs], rows, cols)
+        out[GRID_FIELD] = png_bytes(grid, export.png_compress_level)
+    elif layout == "sequence":
+        out.update({sequence_field(*divmod(k, cols)): cache.png(ref, hw) for k, ref in enumerate(refs)})
+    else:
+        raise ValueError(f"unknown layout {layout!r} (grid or sequence)")
+    return out
 
 
-def tar_bytes(samples: list[dict], mtime: int = 0) -> bytes:
-    """Encoded samples ({__key__, field: bytes}) as one deterministic tar."""
+def _write_samples(samples: list[dict], stream, mtime: int) -> None:
     import webdataset as wds
 
-    buf = io.BytesIO()
-    writer = wds.TarWriter(buf, user="vicl", group="vicl", mode=0o644, mtime=float(mtime), encoder=False)
+    writer = wds.TarWriter(stream, user="vicl", group="vicl", mode=0o644, mtime=float(mtime), encoder=False)
     for s in sorted(samples, key=lambda s: s["__key__"]):
         if "." in s["__key__"]:
             raise ValueError(f"WebDataset keys may not contain dots: {s['__key__']!r}")
         writer.write(s)
     writer.close()
+
+
+def tar_bytes(samples: list[dict], mtime: int = 0) -> bytes:
+    """Encoded samples ({__key__, field: bytes}) as one deterministic tar."""
+    buf = io.BytesIO()
+    _write_samples(samples, buf, mtime)
     return buf.getvalue()
 
 
 def write_tar(samples: list[dict], path, mtime: int = 0) -> int:
-    """Write encoded samples to `path` atomically; returns bytes written."""
-    data = tar_bytes(samples, mtime)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return len(data)
-
-
+    """Write encoded samples to `path` atomically (streamed into a temporary file); returns its size."""
+    # tarfile's stream mode writes 10 KiB records: a 1 MiB buffer turns them into few syscalls
+    with atomic_path(path) as tmp, open(tmp, "wb", buffering=1 << 20) as f:
+        _write_samples(samples, f, mtime)
+        return f.tell()

@@ -12,7 +12,7 @@ from PIL import Image
 from pipelines.images import encode_png
 from pipelines.layouts import cell_shape, fit_cell
 from pipelines.sampling_params import ExportParams
-from pipelines.shards import assemble, tar_bytes
+from pipelines.shards import CellCache, assemble, tar_bytes
 
 
 @pytest.mark.parametrize("size", [256, 384, 512])
@@ -56,16 +56,18 @@ def _sample(ids, target_col=1):
 def test_grid_geometry_boxes_and_sequence_cells_agree(aspect):
     ids = ["a", "b", "c"]
     export = ExportParams(cell_size=64, aspect=aspect, layouts=["grid", "sequence"])
-    out = assemble(_sample(ids, target_col=0), _cells(ids), export)
-    record = json.loads(out["grid"]["json"])
-    grid = np.asarray(Image.open(io.BytesIO(out["grid"]["grid.png"])))
+    cache = CellCache(_cells(ids))
+    grid_sample = assemble(_sample(ids, target_col=0), cache, export, "grid")
+    record = json.loads(grid_sample["json"])
+    grid = np.asarray(Image.open(io.BytesIO(grid_sample["grid.png"])))
     h, w = record["cell_height"], record["cell_width"]
     expected = cell_shape(64, 1.0 if aspect == "square" else 3 / 2)  # coffee (query) is 600 x 400
     assert (h, w) == expected and grid.shape == (3 * h, 2 * w, 3)
     assert record["target_cell"] == {"row": 2, "col": 0}
     assert [c["is_target"] for c in record["cells"]] == [False] * 4 + [True, False]
     assert [c["role"] for c in record["cells"]] == ["context"] * 4 + ["query"] * 2
-    seq = out["sequence"]
+    seq = assemble(_sample(ids, target_col=0), cache, export, "sequence")
+    assert "grid.png" not in seq and "r0c0.png" not in grid_sample  # one layout per call
     assert sorted(k for k in seq if k.endswith(".png")) == ["r0c0.png", "r0c1.png", "r1c0.png", "r1c1.png",
                                                             "r2c0.png", "r2c1.png"]
     for c in record["cells"]:  # cutting the grid with a box gives the sequence cell exactly
@@ -78,7 +80,7 @@ def test_grid_geometry_boxes_and_sequence_cells_agree(aspect):
 def test_shard_bytes_are_reproducible_sorted_and_keys_dot_free():
     ids = ["a", "b"]
     export = ExportParams(cell_size=32)
-    s1 = assemble(_sample(ids), _cells(ids), export)["grid"]
+    s1 = assemble(_sample(ids), _cells(ids), export)
     s2 = dict(s1, __key__="train_000000001")
     one, two = tar_bytes([s1, s2], mtime=0), tar_bytes([s2, s1], mtime=0)
     assert one == two
@@ -88,3 +90,20 @@ def test_shard_bytes_are_reproducible_sorted_and_keys_dot_free():
     assert all(m.mtime == 0 for m in tarfile.open(fileobj=io.BytesIO(one)))
     with pytest.raises(ValueError, match="dots"):
         tar_bytes([dict(s1, __key__="a.b")])
+
+
+def test_cell_cache_fits_a_shared_cell_once_and_gives_the_same_bytes():
+    ids = ["a", "b"]
+    export = ExportParams(cell_size=32)
+    cache = CellCache(_cells(ids))
+    first = assemble(_sample(ids), cache, export, "sequence")
+    fitted = dict(cache._fitted)
+    assert len(fitted) == 4  # 2 images x 2 nodes
+    again = assemble(dict(_sample(ids), key="train_000000008"), cache, export, "sequence")
+    assert all(cache._fitted[k] is v for k, v in fitted.items()) and len(cache._fitted) == 4
+    assert {k: v for k, v in first.items() if k.endswith(".png")} == {k: v for k, v in again.items()
+                                                                      if k.endswith(".png")}
+    uncached = assemble(_sample(ids), _cells(ids), export, "sequence")
+    assert uncached == first
+    with pytest.raises(ValueError, match="unknown layout"):
+        assemble(_sample(ids), cache, export, "mosaic")

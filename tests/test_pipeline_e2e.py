@@ -9,11 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import skimage.data
 import yaml
 
 from pipelines.cli import run_stages
+from pipelines.images import decode_rgb, encode_png
 from pipelines.manifest import sha256_file
 from pipelines.store import NodeStore
 from tests.pipeline_fixtures import small_params
@@ -88,6 +91,16 @@ def test_adding_an_annotator_computes_only_it(built):
     computed = {r["annotator"]: r["computed_parts"] for r in results}
     assert computed == {"canny": 0, "grayscale": 3}
     assert {p: p.stat().st_mtime_ns for p in store.nodes_dir.glob("canny/*/part-*.parquet")} == canny_parts
+
+
+def test_png_level_changes_bytes_not_pixels_and_recomputes_nothing(built):
+    root, params, _ = built
+    photo = skimage.data.astronaut()[::4, ::4]
+    fast, small = encode_png(photo, 1), encode_png(photo, 9)
+    assert fast != small and np.array_equal(decode_rgb(fast), decode_rgb(small))
+    denser = small_params(root, annotators={"canny": {}, "grayscale": {}}, annotate={"png_compress_level": 9})
+    results = run_stages(("annotate",), denser, log=lambda *_: None)["annotate"]
+    assert {r["annotator"]: r["computed_parts"] for r in results}["canny"] == 0
 
 
 def test_failed_annotation_is_recorded_and_run_goes_on(tmp_path, ray_local):

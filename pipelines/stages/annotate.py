@@ -51,6 +51,8 @@ class AnnotatorRun:
 def _resolve_device(device: str, num_gpus: float) -> str:
     if device != "auto":
         return device
+    if num_gpus == 0:  # a CPU annotator: no torch import (2 s) in a driver that may never need it
+        return "cpu"
     import torch
 
     return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
@@ -187,6 +189,7 @@ class AnnotatorActor:
                             models_dir=run["models_dir"])
             annotator.load()
             self.members.append((cls, annotator, run["folder_hash"]))
+        self.png_level = runs[0]["png_compress_level"]
         self.requires = sorted({r.removesuffix(".meta") for cls, _, _ in self.members for r in cls.requires})
 
     def _decode(self, batch: dict) -> list[dict]:
@@ -239,21 +242,21 @@ class AnnotatorActor:
                            "params_hash": folder_hash, "seconds": seconds, "error": error, "part": part}
                     if error is None:
                         try:
-                            row.update(_encode_output(out[node]))
+                            row.update(_encode_output(out[node], self.png_level))
                         except Exception as e:  # noqa: BLE001 - a malformed output is this image's failure
                             row["error"] = f"bad output for {node}: {type(e).__name__}: {e}"
                     rows.append(row)
         return pa.Table.from_pylist(rows, schema=OUT_SCHEMA)
 
 
-def _encode_output(out) -> dict:
+def _encode_output(out, png_level: int = 1) -> dict:
     meta = json.dumps(out.meta, sort_keys=True, default=_json_default)
     if out.array is None:
         return {"data": b"", "format": "json", "meta": meta}
     arr = np.asarray(out.array)
     if arr.dtype not in (np.uint8, np.uint16) or arr.ndim not in (2, 3):
         raise ValueError(f"expected HxW or HxWx3 uint8/uint16, got {arr.dtype} {arr.shape}")
-    return {"data": encode_png(arr), "format": "png", "width": int(arr.shape[1]), "height": int(arr.shape[0]),
+    return {"data": encode_png(arr, png_level), "format": "png", "width": int(arr.shape[1]), "height": int(arr.shape[0]),
             "meta": meta}
 
 
@@ -312,7 +315,8 @@ def run_group(group: list[AnnotatorRun], sources: dict[str, Path], store: NodeSt
         folders = {run.name: run.folder for run in group}
         actor_args = [{"name": run.name, "params_json": run.params_json, "device": run.device,
                        "models_dir": str(Path(params.annotate.models_dir).absolute()),
-                       "plugins": params.annotate.plugins, "folder_hash": run.folder_hash} for run in group]
+                       "plugins": params.annotate.plugins, "folder_hash": run.folder_hash,
+                       "png_compress_level": params.annotate.png_compress_level} for run in group]
         items = [{"part": k, "inputs": json.dumps(inputs[k])} for k in sorted(todo)]
         size, num_cpus = _pool(group)
         if all(r.num_gpus == 0 for r in group):

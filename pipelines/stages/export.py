@@ -24,7 +24,7 @@ from pipelines.manifest import build_manifest
 from pipelines.params import Params
 from pipelines.sampling import SPLITS
 from pipelines.sampling_params import ExportParams
-from pipelines.shards import assemble, cell_refs, write_tar
+from pipelines.shards import CellCache, assemble, cell_refs, write_tar
 from pipelines.stages.annotate import node_sources, online_nodes, plan, render_online
 from pipelines.store import NodeStore, clean_temp_files, read_rows, write_json, write_table
 
@@ -57,7 +57,8 @@ def write_shard(item: dict) -> dict:
     samples = json.loads(item["samples"])
     export = ExportParams.model_validate_json(item["export"])
     cells = load_cells(samples, json.loads(item["locations"]), json.loads(item["online"]), tuple(item["plugins"]))
-    encoded = [assemble(s, cells, export)[item["layout"]] for s in samples]
+    cache = CellCache(cells, export.png_compress_level)  # cells shared by samples of this shard: fitted once
+    encoded = [assemble(s, cache, export, item["layout"]) for s in samples]
     size = write_tar(encoded, item["path"], mtime=export.mtime)
     return {"path": item["path"], "samples": len(encoded), "bytes": size}
 
