@@ -12,10 +12,9 @@ import io
 import json
 
 import numpy as np
-
-from pipelines.images import decode_rgb
 from PIL import Image
 
+from pipelines.images import decode_rgb
 from pipelines.layouts import cell_shape, compose_grid, fit_cell, png_bytes, sequence_field
 from pipelines.sample_schema import GRID_FIELD, JSON_FIELD, SCHEMA_VERSION, cell_boxes
 from pipelines.sampling_params import ExportParams
