@@ -174,17 +174,31 @@ class DepthAnythingV2(Annotator):
 # --- controlnet_aux alternatives -----------------------------------------------------------
 
 
-def _depth_meta(model: str, encoding: str) -> dict:
-    return {"encoding": encoding, "near": "bright", "bits": 8, "model": model}
+class _AuxDepth(AuxDetectorAnnotator):
+    """A controlnet_aux depth detector: its first channel, back at the image's size, 8-bit."""
+
+    produces = ("depth",)
+    Params = AuxParams
+    encoding = ""  # how the detector normalises depth (recorded in each output's meta)
+
+    def _detect(self, image):
+        r = self.params.resolution
+        return self._detector(image, detect_resolution=r, image_resolution=r, output_type="np")
+
+    def _node_output(self, detected, image):
+        h, w = image.shape[:2]
+        arr = resize_to(np.ascontiguousarray(detected[..., 0]), h, w)
+        spec = self.weights[0]
+        meta = {"encoding": self.encoding, "near": "bright", "bits": 8, "model": f"{spec.repo_id}/{spec.filename}"}
+        return {"depth": NodeOutput(arr, meta)}
 
 
 @register
-class DepthMidas(AuxDetectorAnnotator):
+class DepthMidas(_AuxDepth):
     """MiDaS DPT-Hybrid through controlnet_aux (`dpt_hybrid-midas-501f0c75.pt`)."""
 
     name = "depth_midas"
-    produces = ("depth",)
-    Params = AuxParams
+    encoding = "relative_inverse_depth_minmax"
     weights = (WeightSpec(ANNOTATORS_REPO, "dpt_hybrid-midas-501f0c75.pt", "MiDaS v3 DPT-Hybrid"),)
 
     def _build(self, paths):
@@ -199,24 +213,13 @@ class DepthMidas(AuxDetectorAnnotator):
 
         return MidasDetector(DPTDepthModel(path=None, backbone="vitb_rn50_384", non_negative=True))
 
-    def _detect(self, image):
-        r = self.params.resolution
-        return self._detector(image, detect_resolution=r, image_resolution=r, output_type="np")
-
-    def _node_output(self, detected, image):
-        h, w = image.shape[:2]
-        arr = resize_to(np.ascontiguousarray(detected[..., 0]), h, w)
-        return {"depth": NodeOutput(arr, _depth_meta(f"{ANNOTATORS_REPO}/dpt_hybrid-midas-501f0c75.pt",
-                                                      "relative_inverse_depth_minmax"))}
-
 
 @register
-class DepthZoe(AuxDetectorAnnotator):
+class DepthZoe(_AuxDepth):
     """ZoeDepth (NYU+KITTI `ZoeD_M12_N.pt`, BEiT-L backbone) through controlnet_aux."""
 
     name = "depth_zoe"
-    produces = ("depth",)
-    Params = AuxParams
+    encoding = "metric_depth_percentile_2_85_inverted"
     weights = (WeightSpec(ANNOTATORS_REPO, "ZoeD_M12_N.pt", "ZoeDepth M12 N"),)
 
     def _build(self, paths):
@@ -234,13 +237,3 @@ class DepthZoe(AuxDetectorAnnotator):
             # A smaller MiDaS core (DPT-Hybrid) at 128 px instead of BEiT-L at 384x512.
             conf = dict(conf, midas_model_type="DPT_Hybrid", img_size=[128, 128], force_keep_ar=False)
         return ZoeDetector(ZoeDepth.build_from_config(conf))
-
-    def _detect(self, image):
-        r = self.params.resolution
-        return self._detector(image, detect_resolution=r, image_resolution=r, output_type="np")
-
-    def _node_output(self, detected, image):
-        h, w = image.shape[:2]
-        arr = resize_to(np.ascontiguousarray(detected[..., 0]), h, w)
-        return {"depth": NodeOutput(arr, _depth_meta(f"{ANNOTATORS_REPO}/ZoeD_M12_N.pt",
-                                                      "metric_depth_percentile_2_85_inverted"))}
