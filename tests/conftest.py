@@ -15,6 +15,18 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="module")
+def one_torch_thread():
+    # The test machine is shared: one intra-op thread avoids OpenMP spin contention (5-20x slower
+    # with 2 threads under load). Restored afterwards for other modules in the same session.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
 def ray_local():
     """A local Ray instance with two CPUs, shut down after the module."""
     import ray

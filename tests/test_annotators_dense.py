@@ -32,17 +32,8 @@ CASES = [
 IDS = [c[0] for c in CASES]
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # The test machine is shared: one intra-op thread avoids OpenMP spin contention (5-20x slower
-    # with 2 threads under load). Restored afterwards for other modules in the same session.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="module")
 def photos():
