@@ -31,7 +31,7 @@ import pipelines  # noqa: F401  (vicl first: torchvision fallback)
 from pipelines.images import encode_png
 from pipelines.sampling import sample
 from pipelines.sampling_params import ExportParams, SamplerParams
-from pipelines.layouts import compose_grid, png_bytes
+from pipelines.layouts import compose_grid
 from pipelines.shards import CellCache, assemble, cell_hw, cell_refs, write_tar
 from pipelines.tasks import explicit_task
 
@@ -115,7 +115,7 @@ def main() -> None:
             cache = CellCache(cells, export.png_compress_level)
             grids = [compose_grid([cache.fitted(ref, cell_hw(s, cache, export)) for ref in cell_refs(s)],
                                   len(s["image_ids"]), len(s["columns"])) for s in samples]
-            t_png = best_of({"png": lambda: [png_bytes(g, export.png_compress_level) for g in grids]},
+            t_png = best_of({"png": lambda: [encode_png(g, export.png_compress_level) for g in grids]},
                             args.repeats)["png"]
             print(f"  grid PNG encode only   : {n / t_png:10.1f} samples/s  "
                   f"ratio {t_raw / t_png:.3f} (the bound for a PNG grid export)")

@@ -15,7 +15,6 @@ Layouts:
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
@@ -59,13 +58,6 @@ def compose_grid(cells: list[np.ndarray], rows: int, cols: int) -> np.ndarray:
 
 def sequence_field(row: int, col: int) -> str:
     return f"r{row}c{col}.png"
-
-
-def png_bytes(rgb: np.ndarray, compress_level: int = 1) -> bytes:
-    """Lossless PNG with a chosen zlib level (deterministic bytes for a given Pillow/zlib)."""
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=compress_level)
-    return buf.getvalue()
 
 
 def shape_set(rows: int, cols: int) -> str:

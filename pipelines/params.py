@@ -82,9 +82,12 @@ class AnnotateParams(Section):
     annotators: dict[str, AnnotatorSpec] = Field(default_factory=dict)
     prune_stale: bool = True  # delete store folders of annotators/params no longer configured
     fuse_cpu: bool = True  # run CPU annotators that need only the image in one shared pipeline
-    # zlib level of the stored map PNGs. Bytes only, never pixels, so a change does not recompute
-    # existing parts. 1 encodes ~3x faster than 6 for 10-45 % more bytes; the PNG encode was 80 %
-    # of the CPU degradation set's time at 6 (benchmarks/degrade.py).
+    # how a group of weight-free CPU operators runs: one Ray task per part that writes its own
+    # files ("tasks"), or the Ray Data actor pool the model annotators use ("ray_data"). Same rows.
+    cpu_executor: Literal["tasks", "ray_data"] = "tasks"
+    # zlib level of the stored map PNGs (pipelines.images.encode_png: 1-3 run-length coding, 4-9
+    # zlib's default). Bytes only, never pixels, so a change does not recompute existing parts.
+    # Level 1 writes about the bytes of Pillow's level 6 at 4-5x its speed (benchmarks/png_encode.py).
     png_compress_level: int = Field(1, ge=0, le=9)
 
 

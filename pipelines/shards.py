@@ -14,8 +14,8 @@ import json
 import numpy as np
 from PIL import Image
 
-from pipelines.images import decode_rgb
-from pipelines.layouts import cell_shape, compose_grid, fit_cell, png_bytes, sequence_field
+from pipelines.images import decode_rgb, encode_png
+from pipelines.layouts import cell_shape, compose_grid, fit_cell, sequence_field
 from pipelines.sample_schema import GRID_FIELD, JSON_FIELD, SCHEMA_VERSION, cell_boxes
 from pipelines.sampling_params import ExportParams
 from pipelines.store import atomic_path
@@ -91,7 +91,7 @@ class CellCache:
     def png(self, ref: tuple[str, str], hw: tuple[int, int]) -> bytes:
         key = (ref, hw)
         if key not in self._png:
-            self._png[key] = png_bytes(self.fitted(ref, hw), self.compress_level)
+            self._png[key] = encode_png(self.fitted(ref, hw), self.compress_level)
         return self._png[key]
 
 
@@ -120,7 +120,7 @@ def assemble(sample: dict, cells: dict[tuple[str, str], bytes] | CellCache, expo
     out = {"__key__": sample["key"], JSON_FIELD: json.dumps({**record, "layout": layout}, sort_keys=True).encode()}
     if layout == "grid":
         grid = compose_grid([cache.fitted(ref, hw) for ref in refs], rows, cols)
-        out[GRID_FIELD] = png_bytes(grid, export.png_compress_level)
+        out[GRID_FIELD] = encode_png(grid, export.png_compress_level)
     elif layout == "sequence":
         out.update({sequence_field(*divmod(k, cols)): cache.png(ref, hw) for k, ref in enumerate(refs)})
     else:

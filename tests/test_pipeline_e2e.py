@@ -9,14 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import skimage.data
 import yaml
 
 from pipelines.cli import run_stages
-from pipelines.images import decode_rgb, encode_png
 from pipelines.manifest import sha256_file
 from pipelines.store import NodeStore
 from tests.pipeline_fixtures import small_params
@@ -93,14 +90,32 @@ def test_adding_an_annotator_computes_only_it(built):
     assert {p: p.stat().st_mtime_ns for p in store.nodes_dir.glob("canny/*/part-*.parquet")} == canny_parts
 
 
-def test_png_level_changes_bytes_not_pixels_and_recomputes_nothing(built):
+def test_png_level_recomputes_nothing(built):
+    """The level changes bytes, never pixels (tests/test_images.py), so stored parts stay valid."""
     root, params, _ = built
-    photo = skimage.data.astronaut()[::4, ::4]
-    fast, small = encode_png(photo, 1), encode_png(photo, 9)
-    assert fast != small and np.array_equal(decode_rgb(fast), decode_rgb(small))
     denser = small_params(root, annotators={"canny": {}, "grayscale": {}}, annotate={"png_compress_level": 9})
     results = run_stages(("annotate",), denser, log=lambda *_: None)["annotate"]
     assert {r["annotator"]: r["computed_parts"] for r in results}["canny"] == 0
+
+
+def test_cpu_executors_write_identical_parts(tmp_path, ray_local):
+    """Weight-free CPU operators as one Ray task per part, or through the Ray Data actor pool: same rows."""
+    annotators = {"canny": {}, "grayscale": {}, "degrade_GaussianNoise": {"batch_size": 3}}
+    parts = {}
+    for executor in ("tasks", "ray_data"):
+        params = small_params(tmp_path / executor, count=20, annotators=annotators,
+                              annotate={"cpu_executor": executor})
+        results = run_stages(("ingest", "annotate"), params, log=lambda *_: None)["annotate"]
+        assert {r["annotator"]: r["computed_parts"] for r in results} == dict.fromkeys(annotators, 3)
+        nodes = NodeStore(params.paths.store).nodes_dir
+        # every column but the timing one
+        parts[executor] = {str(p.relative_to(nodes)): pq.read_table(p).drop_columns(["seconds"])
+                           for p in sorted(nodes.glob("*/*/part-*.parquet"))}
+    assert sorted(parts["tasks"]) == sorted(parts["ray_data"]) and len(parts["tasks"]) == 9
+    for name, table in parts["tasks"].items():
+        assert table.equals(parts["ray_data"][name]), name
+        assert table["image_id"].to_pylist() == sorted(table["image_id"].to_pylist())
+    assert sum(t.num_rows for t in parts["tasks"].values()) == 3 * 20
 
 
 def test_failed_annotation_is_recorded_and_run_goes_on(tmp_path, ray_local):

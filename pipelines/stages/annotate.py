@@ -1,10 +1,12 @@
 """Annotate: run every configured annotator over every image part, in dependency order.
 
-Per annotator, the pending parts (those whose output file does not exist yet) stream
-through Ray Data:
+Model annotators, per annotator, stream their pending parts (those whose output file does
+not exist yet) through Ray Data:
   from_items(parts) -> flat_map(read inputs of a part: image + required nodes, joined)
                     -> map_batches(AnnotatorActor: decode, annotate, encode; one model per actor)
                     -> driver: rows gathered per part, each part written atomically when whole.
+Weight-free CPU operators that need only the image (degradations, edits, canny, ...) run
+fused, one Ray task per part that reads, annotates and writes the part itself.
 An annotator's folder name hashes its name, version, params and the ingest fingerprint,
 so changing any of them recomputes exactly that annotator, and adding one computes
 only the new one.
@@ -46,6 +48,7 @@ class AnnotatorRun:
     num_cpus: float
     batch_size: int
     concurrency: int
+    weight_free: bool  # no model weights: a pure CPU operator (degradations, edits, canny, ...)
 
 
 def _resolve_device(device: str, num_gpus: float) -> str:
@@ -80,7 +83,7 @@ def plan(params: Params, store: NodeStore) -> list[AnnotatorRun]:
             device=_resolve_device(params.annotate.device, num_gpus), num_gpus=num_gpus,
             num_cpus=spec.num_cpus if spec.num_cpus is not None else cls.resources.num_cpus,
             batch_size=spec.batch_size or cls.resources.batch_size,
-            concurrency=spec.concurrency or cls.resources.concurrency)
+            concurrency=spec.concurrency or cls.resources.concurrency, weight_free=not cls.weights)
         for node in cls.produces:
             producer[node] = name
     order, state = [], {}
@@ -221,7 +224,10 @@ class AnnotatorActor:
             return outs, errors
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        batch = batch.to_pydict()
+        return pa.Table.from_pylist(self.annotate_rows(batch.to_pydict()), schema=OUT_SCHEMA)
+
+    def annotate_rows(self, batch: dict[str, list]) -> list[dict]:
+        """Columns of one batch (image_id, part, data:/meta: of each required node) -> output rows."""
         ids = batch["image_id"]
         try:
             items, decode_error = self._decode(batch), None
@@ -246,7 +252,7 @@ class AnnotatorActor:
                         except Exception as e:  # noqa: BLE001 - a malformed output is this image's failure
                             row["error"] = f"bad output for {node}: {type(e).__name__}: {e}"
                     rows.append(row)
-        return pa.Table.from_pylist(rows, schema=OUT_SCHEMA)
+        return rows
 
 
 def _encode_output(out, png_level: int = 1) -> dict:
@@ -285,9 +291,7 @@ def read_ids_joined(inputs: dict[str, str]) -> set[str]:
 
 def run_group(group: list[AnnotatorRun], sources: dict[str, Path], store: NodeStore, params: Params,
               progress=None) -> list[dict]:
-    """Annotators with the same inputs, through one Ray Data pipeline; each writes its own parts."""
-    import ray.data
-
+    """Annotators with the same inputs, run together over their pending parts; each writes its own parts."""
     requires = group[0].requires
     parts = [part_index(p) for p in store.image_parts()]
     todo: dict[int, list[AnnotatorRun]] = {}
@@ -311,42 +315,97 @@ def run_group(group: list[AnnotatorRun], sources: dict[str, Path], store: NodeSt
             write_table(OUT_SCHEMA.empty_table().drop_columns(["part"]), run.folder / part_name(k))
     if todo:
         # a part some members already finished is recomputed for all: rare (a crash between writes)
-        expected = {(run.name, k): n_images[k] * len(run.produces) for k in todo for run in group}
-        folders = {run.name: run.folder for run in group}
         actor_args = [{"name": run.name, "params_json": run.params_json, "device": run.device,
                        "models_dir": str(Path(params.annotate.models_dir).absolute()),
                        "plugins": params.annotate.plugins, "folder_hash": run.folder_hash,
                        "png_compress_level": params.annotate.png_compress_level} for run in group]
-        items = [{"part": k, "inputs": json.dumps(inputs[k])} for k in sorted(todo)]
-        size, num_cpus = _pool(group)
-        if all(r.num_gpus == 0 for r in group):
-            actor_args[0]["cpu_threads"] = max(1, round(num_cpus))
-        ds = (ray.data.from_items(items, override_num_blocks=len(items))
-              .flat_map(read_part_inputs, num_cpus=READ_CPUS)
-              .map_batches(AnnotatorActor, fn_constructor_kwargs={"runs": actor_args}, batch_format="pyarrow",
-                           batch_size=min(r.batch_size for r in group), compute=ray.data.ActorPoolStrategy(size=size),
-                           num_gpus=max(r.num_gpus for r in group), num_cpus=num_cpus))
-        buffers: dict[tuple[str, int], list[pa.Table]] = {key: [] for key in expected}
-        counts = dict.fromkeys(expected, 0)
         label = group[0].name if len(group) == 1 else f"{len(group)} CPU annotators"
         bar = (progress or _no_bar)(total=len(todo), desc=f"annotate {label}")
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for name, k in sorted(set(zip(batch["annotator"].to_pylist(), batch["part"].to_pylist()))):
-                rows = batch.filter(pa.compute.and_(pa.compute.equal(batch["annotator"], name),
-                                                    pa.compute.equal(batch["part"], k)))
-                buffers[(name, k)].append(rows)
-                counts[(name, k)] += rows.num_rows
-                if counts[(name, k)] == expected[(name, k)]:
-                    path = folders[name] / part_name(k)
-                    if not path.exists():
-                        _write_part(pa.concat_tables(buffers[(name, k)]), path)
-                    del buffers[(name, k)]
-                    if not any(key[1] == k for key in buffers):
-                        bar.update(1)
+        if params.annotate.cpu_executor == "tasks" and all(r.num_gpus == 0 and r.weight_free for r in group):
+            _run_part_tasks(group, todo, inputs, actor_args, bar)
+        else:
+            _run_actor_pool(group, todo, inputs, n_images, actor_args, bar)
         bar.close()
-        if buffers:
-            raise RuntimeError(f"parts {sorted(buffers)} did not receive all their rows")
     return [{"annotator": run.name, "computed_parts": computed[run.name], "parts": len(parts)} for run in group]
+
+
+def _run_actor_pool(group: list[AnnotatorRun], todo: dict[int, list[AnnotatorRun]], inputs: dict[int, dict],
+                    n_images: dict[int, int], actor_args: list[dict], bar) -> None:
+    """Ray Data: parts -> rows -> an actor pool (one model per actor) -> the driver writes each part when whole."""
+    import ray.data
+
+    expected = {(run.name, k): n_images[k] * len(run.produces) for k in todo for run in group}
+    folders = {run.name: run.folder for run in group}
+    items = [{"part": k, "inputs": json.dumps(inputs[k])} for k in sorted(todo)]
+    size, num_cpus = _pool(group)
+    if all(r.num_gpus == 0 for r in group):
+        actor_args[0]["cpu_threads"] = max(1, round(num_cpus))
+    ds = (ray.data.from_items(items, override_num_blocks=len(items))
+          .flat_map(read_part_inputs, num_cpus=READ_CPUS)
+          .map_batches(AnnotatorActor, fn_constructor_kwargs={"runs": actor_args}, batch_format="pyarrow",
+                       batch_size=min(r.batch_size for r in group), compute=ray.data.ActorPoolStrategy(size=size),
+                       num_gpus=max(r.num_gpus for r in group), num_cpus=num_cpus))
+    buffers: dict[tuple[str, int], list[pa.Table]] = {key: [] for key in expected}
+    counts = dict.fromkeys(expected, 0)
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for name, k in sorted(set(zip(batch["annotator"].to_pylist(), batch["part"].to_pylist()))):
+            rows = batch.filter(pa.compute.and_(pa.compute.equal(batch["annotator"], name),
+                                                pa.compute.equal(batch["part"], k)))
+            buffers[(name, k)].append(rows)
+            counts[(name, k)] += rows.num_rows
+            if counts[(name, k)] == expected[(name, k)]:
+                path = folders[name] / part_name(k)
+                if not path.exists():
+                    _write_part(pa.concat_tables(buffers[(name, k)]), path)
+                del buffers[(name, k)]
+                if not any(key[1] == k for key in buffers):
+                    bar.update(1)
+    if buffers:
+        raise RuntimeError(f"parts {sorted(buffers)} did not receive all their rows")
+
+
+def _run_part_tasks(group: list[AnnotatorRun], todo: dict[int, list[AnnotatorRun]], inputs: dict[int, dict],
+                    actor_args: list[dict], bar) -> None:
+    """Weight-free CPU operators: one Ray task per part reads, annotates and writes that part itself.
+
+    Nothing to load per worker, so an actor pool buys nothing, and a task that writes its own
+    files spares the hand-over of every output through the object store and the driver
+    (benchmarks/degrade.py: this stage is where the CPU set spends its time)."""
+    import ray
+
+    num_cpus = max(r.num_cpus for r in group)
+    actor_args[0]["cpu_threads"] = max(1, round(num_cpus))
+    task = ray.remote(num_cpus=num_cpus)(annotate_part)
+    batch_size = min(r.batch_size for r in group)
+    pending = [task.remote(k, inputs[k], actor_args, {run.name: str(run.folder / part_name(k)) for run in group},
+                           batch_size) for k in sorted(todo)]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        ray.get(done)  # re-raises a task's error (an image's own failure is a row, not an error)
+        bar.update(len(done))
+
+
+_PART_ANNOTATOR: dict[str, AnnotatorActor] = {}  # per worker process: the last group, built once
+
+
+def annotate_part(part: int, inputs: dict[str, str], runs: list[dict], paths: dict[str, str],
+                  batch_size: int) -> int:
+    """One part through every annotator of a group, each annotator's rows written to its part file."""
+    key = json.dumps(runs, sort_keys=True)
+    if key not in _PART_ANNOTATOR:
+        _PART_ANNOTATOR.clear()
+        _PART_ANNOTATOR[key] = AnnotatorActor(runs)
+    group = _PART_ANNOTATOR[key]
+    rows = read_part_inputs({"part": part, "inputs": json.dumps(inputs)})
+    out: list[dict] = []
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i:i + batch_size]
+        out += group.annotate_rows({column: [r[column] for r in chunk] for column in chunk[0]})
+    table = pa.Table.from_pylist(out, schema=OUT_SCHEMA)
+    for name, path in paths.items():
+        if not Path(path).exists():
+            _write_part(table.filter(pa.compute.equal(table["annotator"], name)), Path(path))
+    return len(rows)
 
 
 READ_CPUS = 0.25  # the part-reading tasks: light, and must never be starved by the actors
