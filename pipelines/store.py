@@ -68,13 +68,29 @@ def atomic_path(path: str | Path):
             os.unlink(tmp)
 
 
-def write_table(table: pa.Table, path: str | Path) -> None:
+def _write_options(columns: list[str]) -> dict:
     # Encoded images are already compressed and unique: zstd, a dictionary or min/max statistics
     # on them cost CPU (~30 % of a part's write) and save nothing.
-    small = [name for name in table.column_names if name != "data"]
-    compression = {name: ("zstd" if name in small else "none") for name in table.column_names}
+    small = [name for name in columns if name != "data"]
+    return {"compression": {name: ("zstd" if name in small else "none") for name in columns},
+            "use_dictionary": small, "write_statistics": small}
+
+
+def write_table(table: pa.Table, path: str | Path) -> None:
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression=compression, use_dictionary=small, write_statistics=small)
+        pq.write_table(table, tmp, **_write_options(table.column_names))
+
+
+@contextmanager
+def part_writer(path: str | Path, schema: pa.Schema):
+    """Stream tables into one part, a row group each, so a part never has to fit in memory;
+    the part appears (renamed into place) only if the whole block succeeds."""
+    with atomic_path(path) as tmp:
+        writer = pq.ParquetWriter(tmp, schema, **_write_options(schema.names))
+        try:
+            yield writer.write_table
+        finally:
+            writer.close()
 
 
 def write_bytes(data: bytes, path: str | Path) -> None:

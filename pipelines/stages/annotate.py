@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,8 @@ import pyarrow.parquet as pq
 from pipelines.images import decode_rgb, encode_png
 from pipelines.params import AnnotatorSpec, Params, ParamsError
 from pipelines.node_types import MINED_EDIT, MINED_SOURCE
-from pipelines.store import (NODE_SCHEMA, NodeStore, clean_temp_files, part_index, part_name, remove_tree, write_json,
-                             write_table)
+from pipelines.store import (NODE_SCHEMA, NodeStore, clean_temp_files, part_index, part_name, part_writer, remove_tree,
+                             write_json, write_table)
 
 OUT_SCHEMA = NODE_SCHEMA.append(pa.field("part", pa.int32()))
 
@@ -390,21 +391,24 @@ _PART_ANNOTATOR: dict[str, AnnotatorActor] = {}  # per worker process: the last 
 
 def annotate_part(part: int, inputs: dict[str, str], runs: list[dict], paths: dict[str, str],
                   batch_size: int) -> int:
-    """One part through every annotator of a group, each annotator's rows written to its part file."""
+    """One part through every annotator of a group, each annotator's rows streamed into its part
+    file batch by batch (a part of large images with dozens of outputs each need not fit in memory)."""
     key = json.dumps(runs, sort_keys=True)
     if key not in _PART_ANNOTATOR:
         _PART_ANNOTATOR.clear()
         _PART_ANNOTATOR[key] = AnnotatorActor(runs)
     group = _PART_ANNOTATOR[key]
-    rows = read_part_inputs({"part": part, "inputs": json.dumps(inputs)})
-    out: list[dict] = []
-    for i in range(0, len(rows), batch_size):
-        chunk = rows[i:i + batch_size]
-        out += group.annotate_rows({column: [r[column] for r in chunk] for column in chunk[0]})
-    table = pa.Table.from_pylist(out, schema=OUT_SCHEMA)
-    for name, path in paths.items():
-        if not Path(path).exists():
-            _write_part(table.filter(pa.compute.equal(table["annotator"], name)), Path(path))
+    rows = read_part_inputs({"part": part, "inputs": json.dumps(inputs)})  # sorted by image id
+    schema = OUT_SCHEMA.remove(OUT_SCHEMA.get_field_index("part"))
+    with ExitStack() as files:
+        writers = {name: files.enter_context(part_writer(path, schema))
+                   for name, path in paths.items() if not Path(path).exists()}
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i:i + batch_size]
+            table = pa.Table.from_pylist(group.annotate_rows({column: [r[column] for r in chunk] for column in chunk[0]}),
+                                         schema=OUT_SCHEMA)
+            for name, write in writers.items():
+                write(_part_rows(table.filter(pa.compute.equal(table["annotator"], name))))
     return len(rows)
 
 
@@ -427,10 +431,14 @@ def _pool(group: list[AnnotatorRun]) -> tuple[int, float]:
     return max(1, min(concurrency, sum(int(c) for c in node_cpus))), per_actor
 
 
-def _write_part(table: pa.Table, path: Path) -> None:
+def _part_rows(table: pa.Table) -> pa.Table:
+    """A part's rows as stored: without the routing column, ordered by (image id, node type)."""
     table = table.drop_columns(["part"])
-    order = pa.compute.sort_indices(table, sort_keys=[("image_id", "ascending"), ("node_type", "ascending")])
-    write_table(table.take(order), path)
+    return table.take(pa.compute.sort_indices(table, sort_keys=[("image_id", "ascending"), ("node_type", "ascending")]))
+
+
+def _write_part(table: pa.Table, path: Path) -> None:
+    write_table(_part_rows(table), path)
 
 
 class _no_bar:

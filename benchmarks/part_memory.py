@@ -1,0 +1,108 @@
+"""Peak memory of annotating one part with the whole degradation + edit set (48 annotators).
+
+A part of large images with dozens of outputs each is hundreds of MB of PNGs. The annotate
+task (`pipelines.stages.annotate.annotate_part`) streams each annotator's rows into its part
+file batch by batch; the baseline holds the whole part's outputs, then writes each file, as
+the driver of the Ray Data path does. Each side runs in a fresh process on the same stored
+part; the figure is the peak RSS above the process's own start.
+
+    python benchmarks/part_memory.py [--images 16] [--size 1024] [--batch-size 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+def build_params(root: str, images: int, size: int, batch_size: int):
+    from annotators.degradations.annotators import DEGRADATION_ANNOTATORS
+    from annotators.synthetic_edits import EDIT_ANNOTATORS
+    from pipelines.params import parse_params, validate_params
+
+    names = sorted(cls.name for cls in [*DEGRADATION_ANNOTATORS.values(), *EDIT_ANNOTATORS.values()])
+    params = parse_params({
+        "paths": {"store": f"{root}/store", "out": f"{root}/out"}, "ray": {"num_cpus": 2},
+        "ingest": {"sources": [{"kind": "embedded", "count": images, "size": size}], "part_size": images,
+                   "max_side": size},
+        "annotate": {"annotators": {name: {"batch_size": batch_size} for name in names}},
+        "mine": {"enabled": False}})
+    validate_params(params)
+    return params
+
+
+def annotate_one_part(mode: str, root: str, images: int, size: int, batch_size: int) -> tuple[float, float, int]:
+    """(seconds, peak RSS MB above the start, MB stored) for one side, in this (fresh) process."""
+    import cv2
+    import pyarrow as pa
+
+    import annotators  # noqa: F401  (registers built-ins)
+    from pipelines.stages import annotate as stage
+    from pipelines.store import NodeStore, part_name
+
+    cv2.setNumThreads(1)
+    params = build_params(root, images, size, batch_size)
+    store = NodeStore(params.paths.store)
+    runs = stage.plan(params, store)
+    args = [{"name": r.name, "params_json": r.params_json, "device": "cpu", "models_dir": "models", "plugins": [],
+             "folder_hash": r.folder_hash, "png_compress_level": 1} for r in runs]
+    inputs = {"image": str(store.images_dir / part_name(0))}
+    paths = {r.name: str(r.folder / part_name(0)) for r in runs}
+    start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    if mode == "streamed":
+        stage.annotate_part(0, inputs, args, paths, batch_size)
+    else:
+        group = stage.AnnotatorActor(args)
+        rows = stage.read_part_inputs({"part": 0, "inputs": json.dumps(inputs)})
+        out = []
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i:i + batch_size]
+            out += group.annotate_rows({column: [r[column] for r in chunk] for column in chunk[0]})
+        table = pa.Table.from_pylist(out, schema=stage.OUT_SCHEMA)
+        for name, path in paths.items():
+            stage._write_part(table.filter(pa.compute.equal(table["annotator"], name)), Path(path))
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start_rss  # KiB on Linux
+    stored = sum(Path(p).stat().st_size for p in paths.values())
+    shutil.rmtree(store.nodes_dir)
+    return seconds, peak / 1024, stored // 2**20
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--batch-size", type=int, default=2)
+    args = ap.parse_args()
+    from pipelines import ray_runtime
+    from pipelines.stages.ingest import run_ingest
+    from pipelines.store import NodeStore
+
+    root = tempfile.mkdtemp(prefix="vicl-part-memory-")
+    try:
+        params = build_params(root, args.images, args.size, args.batch_size)
+        with ray_runtime.session(params.ray):
+            run_ingest(params, NodeStore(params.paths.store))
+        ctx = multiprocessing.get_context("spawn")
+        results = {}
+        for mode in ("streamed", "whole part in memory"):
+            with ctx.Pool(1) as pool:  # a fresh process each: peak RSS is per process
+                results[mode] = pool.apply(annotate_one_part, (mode, root, args.images, args.size, args.batch_size))
+        print(f"one part: {args.images} images at {args.size}^2, 48 annotators, batch {args.batch_size}")
+        for mode, (seconds, peak_mb, stored_mb) in results.items():
+            print(f"  {mode:22s} {seconds:6.1f} s  peak RSS +{peak_mb:6.0f} MB  ({stored_mb} MB of parts written)")
+        ratio = results["whole part in memory"][1] / max(1.0, results["streamed"][1])
+        print(f"  peak memory, whole / streamed: {ratio:.1f}x")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
