@@ -15,6 +15,7 @@ only the new one.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import time
 from contextlib import ExitStack
@@ -378,12 +379,20 @@ def _run_part_tasks(group: list[AnnotatorRun], todo: dict[int, list[AnnotatorRun
     actor_args[0]["cpu_threads"] = max(1, round(num_cpus))
     task = ray.remote(num_cpus=num_cpus)(annotate_part)
     batch_size = min(r.batch_size for r in group)
-    pending = [task.remote(k, inputs[k], actor_args, {run.name: str(run.folder / part_name(k)) for run in group},
-                           batch_size) for k in sorted(todo)]
+    runs = ray.put(actor_args)  # once, not once per part
+    queue = iter(sorted(todo))
+
+    def submit(count: int) -> list:
+        return [task.remote(k, inputs[k], runs, {run.name: str(run.folder / part_name(k)) for run in group},
+                            batch_size) for k in itertools.islice(queue, count)]
+
+    # A bounded window keeps every CPU busy without one pending task per part of a large corpus.
+    pending = submit(max(2, 2 * int(ray.cluster_resources().get("CPU", 1) / num_cpus)))
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         ray.get(done)  # re-raises a task's error (an image's own failure is a row, not an error)
         bar.update(len(done))
+        pending += submit(len(done))
 
 
 _PART_ANNOTATOR: dict[str, AnnotatorActor] = {}  # per worker process: the last group, built once
