@@ -87,7 +87,7 @@ class AnnotateParams(Section):
     cpu_executor: Literal["tasks", "ray_data"] = "tasks"
     # zlib level of the stored map PNGs (pipelines.images.encode_png: 1-3 run-length coding, 4-9
     # zlib's default). Bytes only, never pixels, so a change does not recompute existing parts.
-    # Level 1 writes about the bytes of Pillow's level 6 at 4-5x its speed (benchmarks/png_encode.py).
+    # Level 1 writes about the bytes of Pillow's level 6 at 4.8-5.6x its speed (benchmarks/png_encode.py).
     png_compress_level: int = Field(1, ge=0, le=9)
 
 

@@ -104,15 +104,9 @@ def cell_hw(sample: dict, cache: CellCache, export: ExportParams) -> tuple[int, 
     return cell_shape(export.cell_size, aspect, export.max_aspect)
 
 
-def assemble(sample: dict, cells: dict[tuple[str, str], bytes] | CellCache, export: ExportParams | int,
-             layout: str = "grid") -> dict:
-    """One shard sample ({__key__, json, images}) of `sample` in `layout`.
-
-    `cells[(node, image_id)]` = stored bytes; pass one CellCache for all samples of a shard so
-    shared cells are fitted once."""
-    if isinstance(export, int):
-        export = ExportParams(cell_size=export)
-    cache = cells if isinstance(cells, CellCache) else CellCache(cells, export.png_compress_level)
+def assemble(sample: dict, cache: CellCache, export: ExportParams, layout: str = "grid") -> dict:
+    """One shard sample ({__key__, json, images}) of `sample` in `layout`; one CellCache serves
+    every sample of a shard, so shared cells are fitted once."""
     hw = cell_hw(sample, cache, export)
     record = build_record(sample, hw)
     rows, cols = record["rows"], record["cols"]
@@ -128,27 +122,17 @@ def assemble(sample: dict, cells: dict[tuple[str, str], bytes] | CellCache, expo
     return out
 
 
-def _write_samples(samples: list[dict], stream, mtime: int) -> None:
+def write_tar(samples: list[dict], path, mtime: int = 0) -> int:
+    """Encoded samples ({__key__, field: bytes}) as one deterministic tar, sorted by key, written
+    to `path` atomically (streamed into a temporary file); returns its size."""
     import webdataset as wds
 
-    writer = wds.TarWriter(stream, user="vicl", group="vicl", mode=0o644, mtime=float(mtime), encoder=False)
-    for s in sorted(samples, key=lambda s: s["__key__"]):
-        if "." in s["__key__"]:
-            raise ValueError(f"WebDataset keys may not contain dots: {s['__key__']!r}")
-        writer.write(s)
-    writer.close()
-
-
-def tar_bytes(samples: list[dict], mtime: int = 0) -> bytes:
-    """Encoded samples ({__key__, field: bytes}) as one deterministic tar."""
-    buf = io.BytesIO()
-    _write_samples(samples, buf, mtime)
-    return buf.getvalue()
-
-
-def write_tar(samples: list[dict], path, mtime: int = 0) -> int:
-    """Write encoded samples to `path` atomically (streamed into a temporary file); returns its size."""
     # tarfile's stream mode writes 10 KiB records: a 1 MiB buffer turns them into few syscalls
     with atomic_path(path) as tmp, open(tmp, "wb", buffering=1 << 20) as f:
-        _write_samples(samples, f, mtime)
+        writer = wds.TarWriter(f, user="vicl", group="vicl", mode=0o644, mtime=float(mtime), encoder=False)
+        for s in sorted(samples, key=lambda s: s["__key__"]):
+            if "." in s["__key__"]:
+                raise ValueError(f"WebDataset keys may not contain dots: {s['__key__']!r}")
+            writer.write(s)
+        writer.close()
         return f.tell()

@@ -12,7 +12,7 @@ from PIL import Image
 from pipelines.images import encode_png
 from pipelines.layouts import cell_shape, fit_cell
 from pipelines.sampling_params import ExportParams
-from pipelines.shards import CellCache, assemble, tar_bytes
+from pipelines.shards import CellCache, assemble, write_tar
 
 
 @pytest.mark.parametrize("size", [256, 384, 512])
@@ -77,19 +77,23 @@ def test_grid_geometry_boxes_and_sequence_cells_agree(aspect):
     assert json.loads(seq["json"])["layout"] == "sequence"
 
 
-def test_shard_bytes_are_reproducible_sorted_and_keys_dot_free():
+def test_shard_bytes_are_reproducible_sorted_and_keys_dot_free(tmp_path):
     ids = ["a", "b"]
     export = ExportParams(cell_size=32)
-    s1 = assemble(_sample(ids), _cells(ids), export)
+    s1 = assemble(_sample(ids), CellCache(_cells(ids)), export)
     s2 = dict(s1, __key__="train_000000001")
-    one, two = tar_bytes([s1, s2], mtime=0), tar_bytes([s2, s1], mtime=0)
-    assert one == two
-    names = [m.name for m in tarfile.open(fileobj=io.BytesIO(one))]
-    assert names == ["train_000000001.grid.png", "train_000000001.json", "train_000000007.grid.png",
-                     "train_000000007.json"]
-    assert all(m.mtime == 0 for m in tarfile.open(fileobj=io.BytesIO(one)))
+    one, two = tmp_path / "one.tar", tmp_path / "two.tar"
+    assert write_tar([s1, s2], one, mtime=0) == one.stat().st_size
+    write_tar([s2, s1], two, mtime=0)
+    assert one.read_bytes() == two.read_bytes()
+    with tarfile.open(one) as tar:
+        members = tar.getmembers()
+    assert [m.name for m in members] == ["train_000000001.grid.png", "train_000000001.json",
+                                         "train_000000007.grid.png", "train_000000007.json"]
+    assert all(m.mtime == 0 for m in members)
     with pytest.raises(ValueError, match="dots"):
-        tar_bytes([dict(s1, __key__="a.b")])
+        write_tar([dict(s1, __key__="a.b")], tmp_path / "bad.tar")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.tar", "two.tar"]  # no half shard left
 
 
 def test_cell_cache_fits_a_shared_cell_once_and_gives_the_same_bytes():
@@ -103,7 +107,7 @@ def test_cell_cache_fits_a_shared_cell_once_and_gives_the_same_bytes():
     assert all(cache._fitted[k] is v for k, v in fitted.items()) and len(cache._fitted) == 4
     assert {k: v for k, v in first.items() if k.endswith(".png")} == {k: v for k, v in again.items()
                                                                       if k.endswith(".png")}
-    uncached = assemble(_sample(ids), _cells(ids), export, "sequence")
+    uncached = assemble(_sample(ids), CellCache(_cells(ids)), export, "sequence")
     assert uncached == first
     with pytest.raises(ValueError, match="unknown layout"):
         assemble(_sample(ids), cache, export, "mosaic")

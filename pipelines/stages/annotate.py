@@ -3,7 +3,7 @@
 Model annotators, per annotator, stream their pending parts (those whose output file does
 not exist yet) through Ray Data:
   from_items(parts) -> flat_map(read inputs of a part: image + required nodes, joined)
-                    -> map_batches(AnnotatorActor: decode, annotate, encode; one model per actor)
+                    -> map_batches(AnnotatorGroup: decode, annotate, encode; one model per actor)
                     -> driver: rows gathered per part, each part written atomically when whole.
 Weight-free CPU operators that need only the image (degradations, edits, canny, ...) run
 fused, one Ray task per part that reads, annotates and writes the part itself.
@@ -171,10 +171,11 @@ def read_part_inputs(item: dict) -> list[dict]:
     return [{"part": item["part"], "image_id": k, **v} for k, v in sorted((joined or {}).items())]
 
 
-class AnnotatorActor:
-    """Ray Data callable class: builds and loads its annotators once per actor.
+class AnnotatorGroup:
+    """The annotators of one group, built and loaded once per process: Ray Data's actor pool
+    calls it per batch (model annotators), a part task per part (weight-free CPU operators).
 
-    Usually one annotator; CPU annotators that need only the image are fused into one actor
+    Usually one annotator; CPU annotators that need only the image are fused into one group
     so a batch is read and decoded once for all of them."""
 
     def __init__(self, runs: list[dict]):
@@ -317,22 +318,27 @@ def run_group(group: list[AnnotatorRun], sources: dict[str, Path], store: NodeSt
             write_table(OUT_SCHEMA.empty_table().drop_columns(["part"]), run.folder / part_name(k))
     if todo:
         # a part some members already finished is recomputed for all: rare (a crash between writes)
-        actor_args = [{"name": run.name, "params_json": run.params_json, "device": run.device,
-                       "models_dir": str(Path(params.annotate.models_dir).absolute()),
-                       "plugins": params.annotate.plugins, "folder_hash": run.folder_hash,
-                       "png_compress_level": params.annotate.png_compress_level} for run in group]
+        group_args = worker_args(group, params)
         label = group[0].name if len(group) == 1 else f"{len(group)} CPU annotators"
         bar = (progress or _no_bar)(total=len(todo), desc=f"annotate {label}")
         if params.annotate.cpu_executor == "tasks" and all(r.num_gpus == 0 and r.weight_free for r in group):
-            _run_part_tasks(group, todo, inputs, actor_args, bar)
+            _run_part_tasks(group, sorted(todo), inputs, group_args, bar)
         else:
-            _run_actor_pool(group, todo, inputs, n_images, actor_args, bar)
+            _run_actor_pool(group, todo, inputs, n_images, group_args, bar)
         bar.close()
     return [{"annotator": run.name, "computed_parts": computed[run.name], "parts": len(parts)} for run in group]
 
 
+def worker_args(group: list[AnnotatorRun], params: Params) -> list[dict]:
+    """What a worker needs to build the group's annotators (plain data: travels to any node)."""
+    return [{"name": run.name, "params_json": run.params_json, "device": run.device,
+             "models_dir": str(Path(params.annotate.models_dir).absolute()), "plugins": params.annotate.plugins,
+             "folder_hash": run.folder_hash, "png_compress_level": params.annotate.png_compress_level}
+            for run in group]
+
+
 def _run_actor_pool(group: list[AnnotatorRun], todo: dict[int, list[AnnotatorRun]], inputs: dict[int, dict],
-                    n_images: dict[int, int], actor_args: list[dict], bar) -> None:
+                    n_images: dict[int, int], group_args: list[dict], bar) -> None:
     """Ray Data: parts -> rows -> an actor pool (one model per actor) -> the driver writes each part when whole."""
     import ray.data
 
@@ -341,10 +347,10 @@ def _run_actor_pool(group: list[AnnotatorRun], todo: dict[int, list[AnnotatorRun
     items = [{"part": k, "inputs": json.dumps(inputs[k])} for k in sorted(todo)]
     size, num_cpus = _pool(group)
     if all(r.num_gpus == 0 for r in group):
-        actor_args[0]["cpu_threads"] = max(1, round(num_cpus))
+        group_args[0]["cpu_threads"] = max(1, round(num_cpus))
     ds = (ray.data.from_items(items, override_num_blocks=len(items))
           .flat_map(read_part_inputs, num_cpus=READ_CPUS)
-          .map_batches(AnnotatorActor, fn_constructor_kwargs={"runs": actor_args}, batch_format="pyarrow",
+          .map_batches(AnnotatorGroup, fn_constructor_kwargs={"runs": group_args}, batch_format="pyarrow",
                        batch_size=min(r.batch_size for r in group), compute=ray.data.ActorPoolStrategy(size=size),
                        num_gpus=max(r.num_gpus for r in group), num_cpus=num_cpus))
     buffers: dict[tuple[str, int], list[pa.Table]] = {key: [] for key in expected}
@@ -366,8 +372,8 @@ def _run_actor_pool(group: list[AnnotatorRun], todo: dict[int, list[AnnotatorRun
         raise RuntimeError(f"parts {sorted(buffers)} did not receive all their rows")
 
 
-def _run_part_tasks(group: list[AnnotatorRun], todo: dict[int, list[AnnotatorRun]], inputs: dict[int, dict],
-                    actor_args: list[dict], bar) -> None:
+def _run_part_tasks(group: list[AnnotatorRun], parts: list[int], inputs: dict[int, dict], group_args: list[dict],
+                    bar) -> None:
     """Weight-free CPU operators: one Ray task per part reads, annotates and writes that part itself.
 
     Nothing to load per worker, so an actor pool buys nothing, and a task that writes its own
@@ -376,11 +382,11 @@ def _run_part_tasks(group: list[AnnotatorRun], todo: dict[int, list[AnnotatorRun
     import ray
 
     num_cpus = max(r.num_cpus for r in group)
-    actor_args[0]["cpu_threads"] = max(1, round(num_cpus))
+    group_args[0]["cpu_threads"] = max(1, round(num_cpus))
     task = ray.remote(num_cpus=num_cpus)(annotate_part)
     batch_size = min(r.batch_size for r in group)
-    runs = ray.put(actor_args)  # once, not once per part
-    queue = iter(sorted(todo))
+    runs = ray.put(group_args)  # once, not once per part
+    queue = iter(parts)
 
     def submit(count: int) -> list:
         return [task.remote(k, inputs[k], runs, {run.name: str(run.folder / part_name(k)) for run in group},
@@ -395,7 +401,7 @@ def _run_part_tasks(group: list[AnnotatorRun], todo: dict[int, list[AnnotatorRun
         pending += submit(len(done))
 
 
-_PART_ANNOTATOR: dict[str, AnnotatorActor] = {}  # per worker process: the last group, built once
+_PART_ANNOTATOR: dict[str, AnnotatorGroup] = {}  # per worker process: the last group, built once
 
 
 def annotate_part(part: int, inputs: dict[str, str], runs: list[dict], paths: dict[str, str],
@@ -405,7 +411,7 @@ def annotate_part(part: int, inputs: dict[str, str], runs: list[dict], paths: di
     key = json.dumps(runs, sort_keys=True)
     if key not in _PART_ANNOTATOR:
         _PART_ANNOTATOR.clear()
-        _PART_ANNOTATOR[key] = AnnotatorActor(runs)
+        _PART_ANNOTATOR[key] = AnnotatorGroup(runs)
     group = _PART_ANNOTATOR[key]
     rows = read_part_inputs({"part": part, "inputs": json.dumps(inputs)})  # sorted by image id
     schema = OUT_SCHEMA.remove(OUT_SCHEMA.get_field_index("part"))
