@@ -36,10 +36,16 @@ class NodeOutput:
     `array` is H x W (grey/mask) or H x W x 3, uint8, or H x W uint16 for documented
     16-bit maps; it is stored as lossless PNG. Nodes that are pure metadata (boxes,
     keypoints) set `array=None` and put everything in `meta`, stored as JSON.
+
+    `quality` is None for a usable node, or a short reason why the output is degenerate
+    (`no_person`, `empty_mask`, `full_mask`, `constant_map`, `few_edges`, `no_box`, `no_op`,
+    `flat_image`; annotators/quality.py). A degenerate output keeps its array and meta, so the
+    report can show it, but the sampler never uses it.
     """
 
     array: np.ndarray | None
     meta: dict[str, Any] = field(default_factory=dict)
+    quality: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,11 +140,22 @@ def seed_for(image_id: str, node_type: str, salt: int = 0) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-def resize_to(arr: np.ndarray, height: int, width: int, *, nearest: bool = False) -> np.ndarray:
-    """Resize a map back to the source's size (maps are stored at source resolution)."""
+def resize_to(arr: np.ndarray, height: int, width: int, *, nearest: bool = False,
+              kind: str | None = None) -> np.ndarray:
+    """Resize a map back to the source's size (maps are stored at source resolution).
+
+    `kind` picks the method by what the map holds (annotators/map_resize.py): "lines" keeps
+    one-pixel lines (max over each target pixel's footprint), "labels" keeps only original values
+    (nearest), "continuous" is area when shrinking, linear when enlarging. Without a kind:
+    nearest when `nearest`, else linear (float predictions resized before they are quantised).
+    """
     import cv2
 
     if arr.shape[:2] == (height, width):
         return arr
+    if kind is not None:
+        from annotators.map_resize import resize_map
+
+        return resize_map(arr, height, width, kind)
     interpolation = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
     return cv2.resize(arr, (width, height), interpolation=interpolation)

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import cv2
+from pydantic import Field
 
 from annotators.base import Annotator, NodeOutput, Resources
+from annotators.quality import GateParams, gate_view, no_op_quality
 from annotators.registry import register
+
+
+class GrayscaleParams(GateParams):
+    # A grey photo's greyscale version is the photo itself: quality `no_op` when fewer than
+    # `no_op_min_changed` of the pixels differ by more than `no_op_delta` (annotators/quality.py).
+    no_op_min_changed: float = Field(0.001, ge=0.0, le=1.0)
+    no_op_delta: float = Field(4.0, ge=0.0, le=255.0)
 
 
 @register
@@ -18,7 +27,15 @@ class Grayscale(Annotator):
 
     name = "grayscale"
     produces = ("gray",)
+    Params = GrayscaleParams
     resources = Resources(batch_size=64, concurrency=2)
 
     def annotate(self, inputs, image_ids):
-        return [{"gray": NodeOutput(cv2.cvtColor(item["image"], cv2.COLOR_RGB2GRAY))} for item in inputs]
+        p = self.params
+        out = []
+        for item in inputs:
+            grey = cv2.cvtColor(item["image"], cv2.COLOR_RGB2GRAY)
+            quality = no_op_quality(gate_view(item["image"], p.gate_region), gate_view(grey, p.gate_region),
+                                    p.no_op_min_changed, p.no_op_delta)
+            out.append({"gray": NodeOutput(grey, {}, quality)})
+        return out

@@ -19,6 +19,7 @@ from pydantic import Field
 
 from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, WeightSpec, resize_to
 from annotators.edges_models import ANNOTATORS_REPO, AuxDetectorAnnotator, AuxParams
+from annotators.quality import constant_quality, relative_spread
 from annotators.registry import register
 
 DEPTH_ANYTHING_V2_REPOS = {
@@ -84,6 +85,10 @@ class DepthAnythingParams(AnnotatorParams):
     bits: Literal[8, 16] = 8
     # auto: bf16 on CUDA, fp32 on CPU.
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # Quality `constant_map` (never sampled) when the raw prediction's 1st-99th percentile range is
+    # below this fraction of its largest magnitude: no depth signal (a flat or blank photo), which
+    # the min-max normalisation would otherwise stretch into full-range noise.
+    min_relative_spread: float = Field(0.02, ge=0.0, le=1.0)
 
 
 @register
@@ -164,21 +169,28 @@ class DepthAnythingV2(Annotator):
         for image, pred in zip(images, self.predict(images)):
             h, w = image.shape[:2]
             full = resize_to(pred, h, w)  # bilinear on float, then quantise once
+            quality = "constant_map" if relative_spread(pred) < self.params.min_relative_spread else None
             out.append({"depth": NodeOutput(normalise_depth(full, self.params.bits), {
                 "encoding": "relative_inverse_depth_minmax", "near": "bright", "bits": self.params.bits,
                 "model": self.weight_spec.repo_id,
-            })})
+            }, quality)})
         return out
 
 
 # --- controlnet_aux alternatives -----------------------------------------------------------
 
 
+class AuxDepthParams(AuxParams):
+    # Quality `constant_map` when the 8-bit map's 1st-99th percentile range is below this
+    # (controlnet_aux normalises each map itself, so only a constant map is detectable here).
+    min_spread: float = Field(2.0, ge=0.0, le=255.0)
+
+
 class _AuxDepth(AuxDetectorAnnotator):
     """A controlnet_aux depth detector: its first channel, back at the image's size, 8-bit."""
 
     produces = ("depth",)
-    Params = AuxParams
+    Params = AuxDepthParams
     encoding = ""  # how the detector normalises depth (recorded in each output's meta)
 
     def _detect(self, image):
@@ -190,7 +202,7 @@ class _AuxDepth(AuxDetectorAnnotator):
         arr = resize_to(np.ascontiguousarray(detected[..., 0]), h, w)
         spec = self.weights[0]
         meta = {"encoding": self.encoding, "near": "bright", "bits": 8, "model": f"{spec.repo_id}/{spec.filename}"}
-        return {"depth": NodeOutput(arr, meta)}
+        return {"depth": NodeOutput(arr, meta, constant_quality(arr, self.params.min_spread))}
 
 
 @register

@@ -3,7 +3,10 @@
 Also home of `AuxDetectorAnnotator`, the shared wrapper for every annotator backed by one
 controlnet_aux detector (depth, normals and pose reuse it). controlnet_aux detectors take one
 image at a time, so `annotate` loops; each map is computed at `resolution` (short side,
-rounded to a multiple of 64 by controlnet_aux) and resized back to the source size.
+rounded to a multiple of 64 by controlnet_aux) and resized back to the source size with the
+line-preserving resize (max over each pixel's footprint, annotators/map_resize.py), so thin
+edges keep their strength instead of averaging away. An edge map with fewer than
+`min_edge_fraction` pixels at or above `edge_threshold` gets quality `few_edges`.
 
 Every edge node is single-channel 8-bit (H x W), white edges on black, as controlnet_aux
 draws them. Weights are the files ControlNet's annotators publish (`lllyasviel/Annotators`,
@@ -21,6 +24,7 @@ import numpy as np
 from pydantic import Field
 
 from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, WeightSpec, resize_to
+from annotators.quality import GateRegion, edge_quality, gate_view
 from annotators.registry import register
 
 ANNOTATORS_REPO = "lllyasviel/Annotators"
@@ -32,6 +36,14 @@ class AuxParams(AnnotatorParams):
     # fp16 runs the fp32 detector under CUDA autocast (controlnet_aux feeds fp32 tensors);
     # ignored on CPU, where everything stays fp32.
     dtype: Literal["fp32", "fp16"] = "fp32"
+
+
+class EdgeParams(AuxParams):
+    # Quality `few_edges` (never sampled) when fewer than `min_edge_fraction` of the pixels reach
+    # `edge_threshold` (8-bit): the map of a flat or near-constant photo.
+    min_edge_fraction: float = Field(0.001, ge=0.0, le=1.0)
+    edge_threshold: int = Field(128, ge=1, le=255)
+    gate_region: GateRegion = "centre_square"  # where the gate looks (annotators/quality.py)
 
 
 class AuxDetectorAnnotator(Annotator):
@@ -55,10 +67,15 @@ class AuxDetectorAnnotator(Annotator):
         raise NotImplementedError
 
     def _node_output(self, detected: np.ndarray, image: np.ndarray) -> dict[str, NodeOutput]:
-        """Default: one grey map (first channel) at the source size."""
+        """Default (edge and line maps): one grey map (first channel) at the source size, lines kept."""
         h, w = image.shape[:2]
         grey = detected[..., 0] if detected.ndim == 3 else detected
-        return {self.produces[0]: NodeOutput(resize_to(np.ascontiguousarray(grey), h, w))}
+        edges = resize_to(np.ascontiguousarray(grey), h, w, kind="lines")
+        p = self.params
+        quality = None
+        if isinstance(p, EdgeParams):
+            quality = edge_quality(gate_view(edges, p.gate_region), p.min_edge_fraction, p.edge_threshold)
+        return {self.produces[0]: NodeOutput(edges, {}, quality)}
 
     def load(self) -> None:
         from annotators.weights import resolve
@@ -124,7 +141,7 @@ def _load_state(module, path: Path, *, key: str | None = None, strip_prefix: str
 # --- HED ---------------------------------------------------------------------------------
 
 
-class HedParams(AuxParams):
+class HedParams(EdgeParams):
     safe: bool = False  # controlnet_aux's "safe" quantisation of the soft edges
 
 
@@ -156,7 +173,7 @@ class Hed(AuxDetectorAnnotator):
 # --- PiDiNet -----------------------------------------------------------------------------
 
 
-class PidiParams(AuxParams):
+class PidiParams(EdgeParams):
     safe: bool = False
     apply_filter: bool = False  # binarise at 0.5 (controlnet_aux option)
 
@@ -189,7 +206,7 @@ class Pidinet(AuxDetectorAnnotator):
 # --- Line art ----------------------------------------------------------------------------
 
 
-class LineartParams(AuxParams):
+class LineartParams(EdgeParams):
     coarse: bool = False  # the coarse model (sk_model2.pth) instead of the fine one
 
 
@@ -231,6 +248,7 @@ class LineartAnime(AuxDetectorAnnotator):
 
     name = "lineart_anime"
     produces = ("lineart_anime",)
+    Params = EdgeParams
     weights = (WeightSpec(ANNOTATORS_REPO, "netG.pth", "anime line art U-Net"),)
 
     def _build(self, paths):
@@ -254,7 +272,7 @@ class LineartAnime(AuxDetectorAnnotator):
 # --- MLSD --------------------------------------------------------------------------------
 
 
-class MlsdParams(AuxParams):
+class MlsdParams(EdgeParams):
     score_threshold: float = Field(0.1, ge=0.0, le=1.0)  # controlnet_aux thr_v
     distance_threshold: float = Field(0.1, ge=0.0)  # controlnet_aux thr_d (min line length)
 
@@ -287,7 +305,7 @@ class Mlsd(AuxDetectorAnnotator):
 # --- TEED --------------------------------------------------------------------------------
 
 
-class TeedParams(AuxParams):
+class TeedParams(EdgeParams):
     safe_steps: int = Field(2, ge=0, le=8)  # controlnet_aux's quantisation steps (0: off)
 
 

@@ -5,15 +5,23 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, resize_to
+from annotators.base import Annotator, NodeOutput, Resources, resize_to
+from annotators.quality import GateParams, edge_quality, gate_view
 from annotators.registry import register
 
 
-class CannyParams(AnnotatorParams):
+class CannyParams(GateParams):
     low_threshold: int = Field(100, ge=0, le=255)
     high_threshold: int = Field(200, ge=0, le=255)
-    # Graph200K detects at 512 px on the short side; the map is resized back to the source size.
-    resolution: int = Field(512, ge=64, le=4096)
+    # Short side edges are detected at (controlnet_aux rounds it to a multiple of 64). Graph200K's
+    # setting is 100/200 at 512 px (the default); None detects at the source's own size. A map
+    # detected at another size is brought back to the source's size with the line-preserving
+    # resize (max over each pixel's footprint; annotators/map_resize.py), so one-pixel edges survive.
+    resolution: int | None = Field(512, ge=64, le=4096)
+    # Quality `few_edges` (never sampled) when fewer than this fraction of the pixels of
+    # `gate_region` (default the centre square the exporter keeps) are edges: a flat or smooth
+    # photo. Photos have 2-10 % edge pixels at 100/200.
+    min_edge_fraction: float = Field(0.001, ge=0.0, le=1.0)
 
 
 @register
@@ -22,6 +30,7 @@ class Canny(Annotator):
 
     name = "canny"
     produces = ("canny",)
+    version = "2"  # 2: line-preserving resize back to the source size, few_edges gate
     Params = CannyParams
     resources = Resources(batch_size=32, concurrency=2)
 
@@ -36,8 +45,15 @@ class Canny(Annotator):
         for item in inputs:
             image = item["image"]
             h, w = image.shape[:2]
-            edges = self._detector(image, low_threshold=p.low_threshold, high_threshold=p.high_threshold,
-                                   detect_resolution=p.resolution, image_resolution=p.resolution, output_type="np")
-            edges = resize_to(np.ascontiguousarray(edges[..., 0]), h, w)
-            out.append({"canny": NodeOutput(edges)})
+            if p.resolution is None:  # the detector's own operator at the source size
+                import cv2
+
+                edges = cv2.Canny(np.ascontiguousarray(image), p.low_threshold, p.high_threshold)
+            else:
+                edges = self._detector(image, low_threshold=p.low_threshold, high_threshold=p.high_threshold,
+                                       detect_resolution=p.resolution, image_resolution=p.resolution,
+                                       output_type="np")[..., 0]
+            edges = resize_to(np.ascontiguousarray(edges), h, w, kind="lines")
+            quality = edge_quality(gate_view(edges, p.gate_region), p.min_edge_fraction)
+            out.append({"canny": NodeOutput(edges, {}, quality)})
         return out

@@ -16,22 +16,37 @@ import numpy as np
 from pydantic import Field
 
 from annotators import render
-from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, resize_to
+from annotators.base import Annotator, NodeOutput, Resources, resize_to
+from annotators.quality import GateParams, gate_view, mask_quality
 from annotators.registry import register
 
 FOREGROUND_NODES = ("foreground_mask", "foreground", "background")
 
 
-def split_by_mask(image: np.ndarray, mask: np.ndarray) -> dict[str, NodeOutput]:
-    """The three nodes from a boolean H x W mask; meta records the foreground's area fraction."""
+def split_by_mask(image: np.ndarray, mask: np.ndarray, min_area: float = 0.0,
+                  max_area: float = 1.0, gate_region: str = "full") -> dict[str, NodeOutput]:
+    """The three nodes from a boolean H x W mask; meta records the foreground's area fraction.
+
+    All three get quality `empty_mask` when the mask covers less than `min_area` of `gate_region`
+    (a black foreground, a background that is the photo itself) and `full_mask` above `max_area`.
+    """
     mask = np.asarray(mask, dtype=bool)
     keep = mask[..., None]
     meta = {"area_fraction": round(float(mask.mean()), 6)}
+    quality = mask_quality(gate_view(mask, gate_region), min_area, max_area)
     return {
-        "foreground_mask": NodeOutput(render.binary_mask_image(mask), meta),
-        "foreground": NodeOutput(np.where(keep, image, 0).astype(np.uint8), meta),
-        "background": NodeOutput(np.where(keep, 0, image).astype(np.uint8), meta),
+        "foreground_mask": NodeOutput(render.binary_mask_image(mask), meta, quality),
+        "foreground": NodeOutput(np.where(keep, image, 0).astype(np.uint8), meta, quality),
+        "background": NodeOutput(np.where(keep, 0, image).astype(np.uint8), meta, quality),
     }
+
+
+class MaskAreaParams(GateParams):
+    # Quality `empty_mask` below `min_area`, `full_mask` above `max_area` (fractions of
+    # `gate_region`, default the centre square the exporter keeps): the split is degenerate and
+    # none of the three nodes is sampled.
+    min_area: float = Field(0.005, ge=0.0, le=1.0)
+    max_area: float = Field(0.98, ge=0.0, le=1.0)
 
 
 def object_masks_from_colours(mask_map: np.ndarray) -> list[np.ndarray]:
@@ -44,7 +59,7 @@ def object_masks_from_colours(mask_map: np.ndarray) -> list[np.ndarray]:
     return [inverse == i for i, c in enumerate(colours) if np.any(c)]
 
 
-class ForegroundParams(AnnotatorParams):
+class ForegroundParams(MaskAreaParams):
     # union: every grounded object is foreground; largest: only the biggest object (Subjects200K-like
     # single-subject photos).
     select: Literal["union", "largest"] = "union"
@@ -71,11 +86,12 @@ class ForegroundFromMask(Annotator):
             else:
                 objects = object_masks_from_colours(mask_map)
                 mask = max(objects, key=lambda m: int(m.sum())) if objects else np.zeros((h, w), bool)
-            out.append(split_by_mask(image, mask))
+            p = self.params
+            out.append(split_by_mask(image, mask, p.min_area, p.max_area, p.gate_region))
         return out
 
 
-class MediapipeForegroundParams(AnnotatorParams):
+class MediapipeForegroundParams(MaskAreaParams):
     # 0: general model (256 x 256 input), 1: landscape model (144 x 256), both bundled.
     model_selection: int = Field(0, ge=0, le=1)
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
@@ -110,5 +126,6 @@ class ForegroundMediapipe(Annotator):
             image = item["image"]
             h, w = image.shape[:2]
             prob = resize_to(self.person_probability(image), h, w)
-            out.append(split_by_mask(image, prob > self.params.threshold))
+            p = self.params
+            out.append(split_by_mask(image, prob > p.threshold, p.min_area, p.max_area, p.gate_region))
         return out

@@ -38,17 +38,19 @@ GROUNDING_NODES = ("bbox_json", "bbox", "detection_target")
 
 def detection_nodes(height: int, width: int, boxes: list[list[float]], labels: list[str], scores: list[float],
                     image_id: str, model: str) -> dict[str, NodeOutput]:
-    """The three grounding nodes of one image from its (already clipped) detections."""
+    """The three grounding nodes of one image from its (already clipped) detections; with no box
+    all three get quality `no_box` (stored for the report, never sampled)."""
+    quality = None if boxes else "no_box"
     colours = render.distinct_colours(len(boxes))
     categories = sorted(set(labels))
     category = categories[seed_for(image_id, "detection_target") % len(categories)] if categories else None
     chosen = [b for b, lab in zip(boxes, labels) if lab == category]
     return {
-        "bbox_json": NodeOutput(None, {"boxes": boxes, "labels": labels, "scores": scores, "model": model}),
+        "bbox_json": NodeOutput(None, {"boxes": boxes, "labels": labels, "scores": scores, "model": model}, quality),
         "bbox": NodeOutput(render.draw_boxes(height, width, boxes, colours),
-                           {"boxes": boxes, "labels": labels, "colours": [list(c) for c in colours]}),
+                           {"boxes": boxes, "labels": labels, "colours": [list(c) for c in colours]}, quality),
         "detection_target": NodeOutput(render.filled_rectangles(height, width, chosen),
-                                       {"category": category, "boxes": chosen}),
+                                       {"category": category, "boxes": chosen}, quality),
     }
 
 

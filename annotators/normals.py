@@ -13,9 +13,11 @@ import io
 import types
 
 import numpy as np
+from pydantic import Field
 
 from annotators.base import NodeOutput, WeightSpec, resize_to
 from annotators.edges_models import ANNOTATORS_REPO, AuxDetectorAnnotator, AuxParams
+from annotators.quality import constant_quality
 from annotators.registry import register
 
 
@@ -25,13 +27,19 @@ def normalbae_args() -> types.SimpleNamespace:
                                  sampling_ratio=0.4, importance_ratio=0.7)
 
 
+class NormalParams(AuxParams):
+    # Quality `constant_map` (never sampled) when no channel's 1st-99th percentile range reaches
+    # this (8-bit): one normal everywhere, the map of a blank photo.
+    min_spread: float = Field(4.0, ge=0.0, le=255.0)
+
+
 @register
 class NormalBae(AuxDetectorAnnotator):
     """NormalBae (EfficientNet-B5 encoder + uncertainty-guided decoder)."""
 
     name = "normal_bae"
     produces = ("normal",)
-    Params = AuxParams
+    Params = NormalParams
     weights = (WeightSpec(ANNOTATORS_REPO, "scannet.pt", "NormalBae ScanNet"),)
 
     def _build(self, paths):
@@ -54,5 +62,6 @@ class NormalBae(AuxDetectorAnnotator):
 
     def _node_output(self, detected, image):
         h, w = image.shape[:2]
-        return {"normal": NodeOutput(resize_to(np.ascontiguousarray(detected), h, w),
-                                     {"encoding": "(n+1)/2*255 rgb", "model": f"{ANNOTATORS_REPO}/scannet.pt"})}
+        arr = resize_to(np.ascontiguousarray(detected), h, w, kind="continuous")
+        return {"normal": NodeOutput(arr, {"encoding": "(n+1)/2*255 rgb", "model": f"{ANNOTATORS_REPO}/scannet.pt"},
+                                     constant_quality(arr, self.params.min_spread))}

@@ -19,6 +19,7 @@ from pydantic import Field
 
 from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, WeightSpec
 from annotators.edges_models import ANNOTATORS_REPO, AuxDetectorAnnotator, AuxParams
+from annotators.quality import GateRegion, centre_box
 from annotators.registry import register
 
 OPENPOSE_KEYPOINTS = (
@@ -83,10 +84,30 @@ def mediapipe_to_openpose(landmarks, height: int, width: int, min_visibility: fl
     return person
 
 
-def _pose_output(people: list[Person], scores: list[float], height: int, width: int, backend: str) -> NodeOutput:
+def pose_quality(people: list[Person], min_keypoints: int,
+                 box: tuple[int, int, int, int] | None = None) -> str | None:
+    """`no_person` unless some person has at least `min_keypoints` keypoints (else the map is ~black),
+    counting only keypoints inside `box` (y0, y1, x0, x1) when given."""
+    def inside(kp) -> bool:
+        return kp is not None and (box is None or (box[0] <= kp[1] < box[1] and box[2] <= kp[0] < box[3]))
+
+    best = max((sum(inside(kp) for kp in person) for person in people), default=0)
+    return "no_person" if best < min_keypoints else None
+
+
+def _pose_output(people: list[Person], scores: list[float], height: int, width: int, backend: str,
+                 min_keypoints: int, gate_region: str) -> NodeOutput:
     meta = openpose_meta(people, height, width, scores)
     meta["backend"] = backend
-    return NodeOutput(render_openpose(people, height, width), meta)
+    box = centre_box(height, width) if gate_region == "centre_square" else None
+    return NodeOutput(render_openpose(people, height, width), meta, pose_quality(people, min_keypoints, box))
+
+
+class PoseParams(AuxParams):
+    # Quality `no_person` (never sampled) when no detected person has this many of the 18 keypoints
+    # inside `gate_region` (default the centre square the exporter keeps; annotators/quality.py).
+    min_keypoints: int = Field(4, ge=1, le=18)
+    gate_region: GateRegion = "centre_square"
 
 
 # --- OpenPose (controlnet_aux) -------------------------------------------------------------
@@ -98,7 +119,7 @@ class OpenPose(AuxDetectorAnnotator):
 
     name = "openpose"
     produces = ("openpose",)
-    Params = AuxParams
+    Params = PoseParams
     weights = (WeightSpec(ANNOTATORS_REPO, "body_pose_model.pth", "OpenPose body"),)
 
     def _build(self, paths):
@@ -148,7 +169,9 @@ class OpenPose(AuxDetectorAnnotator):
             for item in inputs:
                 image = item["image"]
                 people, scores = self.detect_people(image)
-                out.append({"openpose": _pose_output(people, scores, *image.shape[:2], backend="openpose")})
+                out.append({"openpose": _pose_output(people, scores, *image.shape[:2], backend="openpose",
+                                                         min_keypoints=self.params.min_keypoints,
+                                                         gate_region=self.params.gate_region)})
         return out
 
 
@@ -160,6 +183,10 @@ class MediapipePoseParams(AnnotatorParams):
     model_complexity: Literal[1] = 1
     min_detection_confidence: float = Field(0.5, ge=0.0, le=1.0)
     min_visibility: float = Field(0.5, ge=0.0, le=1.0)
+    # Quality `no_person` (never sampled) when the person found has fewer than this many keypoints
+    # inside `gate_region` (default the centre square the exporter keeps).
+    min_keypoints: int = Field(4, ge=1, le=18)
+    gate_region: GateRegion = "centre_square"
 
 
 @register
@@ -192,5 +219,7 @@ class PoseMediapipe(Annotator):
                 lms = result.pose_landmarks.landmark
                 people.append(mediapipe_to_openpose(lms, h, w, self.params.min_visibility))
                 scores.append(float(np.mean([lm.visibility for lm in lms])))
-            out.append({"openpose": _pose_output(people, scores, h, w, backend="mediapipe")})
+            out.append({"openpose": _pose_output(people, scores, h, w, backend="mediapipe",
+                                                  min_keypoints=self.params.min_keypoints,
+                                                  gate_region=self.params.gate_region)})
         return out

@@ -28,6 +28,9 @@ BUILTIN_MODULES = (
     "annotators.grounding",
     "annotators.foreground",
     "annotators.caption",
+    "annotators.generative",
+    "annotators.image_quality",
+    "annotators.embeddings",
 )
 
 

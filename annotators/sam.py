@@ -30,6 +30,7 @@ from annotators.base import (
     WeightSpec,
     seed_for,
 )
+from annotators.quality import GateRegion, gate_view, mask_quality
 from annotators.registry import register
 
 SAM_REPO = "ybelkada/segment-anything"
@@ -130,6 +131,10 @@ class SamAutoParams(AnnotatorParams):
     crop_n_layers: int = Field(0, ge=0, le=3)
     min_mask_region_area: int = Field(0, ge=0)  # >0 removes small holes/islands (OpenCV)
     max_masks: int = Field(255, ge=1, le=4096)  # keep the largest ones
+    # Quality `empty_mask` (never sampled) when the masks together cover less than this fraction of
+    # `gate_region` (default the centre square the exporter keeps; annotators/quality.py).
+    min_area: float = Field(0.01, ge=0.0, le=1.0)
+    gate_region: GateRegion = "centre_square"
 
 
 def automatic_masks(generator, image: np.ndarray, max_masks: int) -> list[dict]:
@@ -182,7 +187,8 @@ class SamAuto(_SamBase):
                     for r, c in zip(records, colours)
                 ],
             }
-            out.append({"sam2_mask": NodeOutput(rendered, meta)})
+            quality = mask_quality(gate_view(rendered, self.params.gate_region), self.params.min_area)
+            out.append({"sam2_mask": NodeOutput(rendered, meta, quality)})
         return out
 
 
@@ -195,10 +201,6 @@ class SamBoxesParams(AnnotatorParams):
     # so the red box is neither a speck nor the whole frame (falls back to all boxes).
     interactive_min_area: float = Field(0.01, ge=0.0, le=1.0)
     interactive_max_area: float = Field(0.8, ge=0.0, le=1.0)
-
-
-class NoObjectsError(ValueError):
-    """An image whose grounding found no box: no mask or interactive pair can be made from it."""
 
 
 def boxes_from_meta(meta: dict, height: int, width: int, max_objects: int) -> tuple[list[list[float]], list[str]]:
@@ -233,7 +235,8 @@ class SamBoxes(_SamBase):
     meta {boxes, names, colours} (colours[i] is the colour of boxes[i]/names[i]).
     `interactive_seg_source`: the image with a red box around one object chosen with
     seed_for(image_id, "interactive_seg_source"); `interactive_seg_mask`: that object's mask (0/255).
-    An image with no valid box raises NoObjectsError (recorded as a failure by the stage).
+    An image with no valid box gets the three nodes with quality `no_box` (black mask, the photo
+    without a box, black object mask): stored so the report shows them, never sampled.
     """
 
     name = "sam_boxes"
@@ -268,7 +271,12 @@ class SamBoxes(_SamBase):
             h, w = image.shape[:2]
             boxes, names = boxes_from_meta(item.get("bbox_json.meta") or {}, h, w, p.max_objects)
             if not boxes:
-                raise NoObjectsError(f"image {image_id}: bbox_json has no valid box")
+                black = np.zeros((h, w, 3), np.uint8)
+                meta = {"boxes": [], "names": [], "colours": []}
+                out.append({"mask": NodeOutput(black, meta, "no_box"),
+                            "interactive_seg_source": NodeOutput(image, {"box": None}, "no_box"),
+                            "interactive_seg_mask": NodeOutput(black[..., 0], {"box": None}, "no_box")})
+                continue
             masks = self.box_masks(image, boxes)
             colours = render.distinct_colours(len(boxes))
             mask_map = render.colour_masks(masks, colours, h, w)
@@ -310,7 +318,8 @@ class SamEntities(SamAuto):
             meta = {"n_masks": len(records), "entities": [
                 {"colour": list(c), "area": int(r["area"]), "bbox_xywh": [float(v) for v in r["bbox"]]}
                 for r, c in zip(records, colours)]}
-            out.append({"entity_seg": NodeOutput(rendered, meta)})
+            quality = mask_quality(gate_view(rendered, self.params.gate_region), self.params.min_area)
+            out.append({"entity_seg": NodeOutput(rendered, meta, quality)})
         return out
 
 
@@ -327,6 +336,10 @@ class Sam2AutoParams(AnnotatorParams):
     stability_score_thresh: float = Field(0.95, ge=0.0, le=1.0)
     crops_nms_thresh: float = Field(0.7, ge=0.0, le=1.0)
     max_masks: int = Field(255, ge=1, le=4096)
+    # Quality `empty_mask` (never sampled) when the masks together cover less than this fraction of
+    # `gate_region` (default the centre square the exporter keeps; annotators/quality.py).
+    min_area: float = Field(0.01, ge=0.0, le=1.0)
+    gate_region: GateRegion = "centre_square"
 
 
 def build_tiny_sam2():
@@ -404,5 +417,7 @@ class Sam2Auto(Annotator):
             meta = {"n_masks": len(masks), "masks": [
                 {"colour": list(c), "area": int(m.sum()), "predicted_iou": round(s, 4)}
                 for m, s, c in zip(masks, scores, colours)]}
-            out.append({"sam2_mask": NodeOutput(render.colour_masks(masks, colours, h, w), meta)})
+            rendered = render.colour_masks(masks, colours, h, w)
+            quality = mask_quality(gate_view(rendered, p.gate_region), p.min_area)
+            out.append({"sam2_mask": NodeOutput(rendered, meta, quality)})
         return out

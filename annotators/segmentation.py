@@ -17,6 +17,7 @@ from pydantic import Field
 
 from annotators import render
 from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, WeightSpec, seed_for
+from annotators.quality import GateRegion, gate_view, mask_quality
 from annotators.registry import register
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -47,6 +48,9 @@ SEMANTIC_DEFAULT = "nvidia/segformer-b5-finetuned-ade-640-640"
 class SemanticParams(AnnotatorParams):
     repo_id: str = SEMANTIC_DEFAULT  # any AutoModelForSemanticSegmentation repo (UperNet, SegFormer, ...)
     dtype: DType = "auto"
+    # Quality `constant_map` (never sampled) when one class covers more than this fraction of the
+    # image: a single-colour label map teaches nothing about segmentation.
+    max_class_fraction: float = Field(0.995, ge=0.0, le=1.0)
 
 
 @register
@@ -117,8 +121,10 @@ class SemanticSegmentation(Annotator):
             classes = [{"label_id": int(ids[i]), "label": str(self._labels.get(int(ids[i]), int(ids[i]))),
                         "colour": [int(c) for c in self._palette[int(ids[i]) % len(self._palette)]],
                         "fraction": round(float(counts[i]) / labels.size, 6)} for i in order]
+            top = classes[0]["fraction"] if classes else 1.0
+            quality = "constant_map" if top > self.params.max_class_fraction else None
             out.append({"uniformer": NodeOutput(render.colour_labels(labels, self._palette),
-                                                {"repo_id": self.params.repo_id, "classes": classes})})
+                                                {"repo_id": self.params.repo_id, "classes": classes}, quality)})
         return out
 
 
@@ -133,6 +139,10 @@ class EntityParams(AnnotatorParams):
     mask_threshold: float = Field(0.5, ge=0.0, le=1.0)
     overlap_mask_area_threshold: float = Field(0.8, ge=0.0, le=1.0)
     dtype: DType = "auto"
+    # Quality `empty_mask` (never sampled) when the entities together cover less than this fraction of
+    # `gate_region` (default the centre square the exporter keeps; annotators/quality.py).
+    min_area: float = Field(0.01, ge=0.0, le=1.0)
+    gate_region: GateRegion = "centre_square"
 
 
 def panoptic_entities(segmentation: np.ndarray, segments_info: list[dict]) -> list[tuple[np.ndarray, dict]]:
@@ -224,5 +234,6 @@ class EntitySegmentation(Annotator):
                  "label": str(self._labels.get(int(info["label_id"]), int(info["label_id"]))),
                  "score": round(float(info.get("score", 0.0)), 4), "area": int(m.sum())}
                 for (m, info), c in zip(entities, colours)]}
-            out.append({"entity_seg": NodeOutput(rendered, meta)})
+            quality = mask_quality(gate_view(rendered, self.params.gate_region), self.params.min_area)
+            out.append({"entity_seg": NodeOutput(rendered, meta, quality)})
         return out

@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 from pydantic import Field, model_validator
 
-from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, seed_for
+from annotators.base import Annotator, NodeOutput, Resources, seed_for
+from annotators.quality import GateParams, gate_view, no_op_quality
 from annotators.registry import register
 from pipelines.node_types import register_node_type
 
@@ -392,12 +393,21 @@ for _family in EDIT_FAMILIES.values():
                        f"synthetic {_family.kind} edit: {_family.description}")
 
 
-class EditParams(AnnotatorParams):
-    """overrides: fixed edit parameters by name; seed: None = seed_for(image_id, node_type)."""
+class EditParams(GateParams):
+    """overrides: fixed edit parameters by name; seed: None = seed_for(image_id, node_type).
+
+    no_op_min_changed / no_op_delta: the edit is a no-op (quality `no_op`: never sampled, never
+    mined) when fewer than `no_op_min_changed` of its pixels differ from the source by more than
+    `no_op_delta` (8-bit units; annotators/quality.py), inside `gate_region` (default the centre
+    square the exporter keeps). Defaults 0.1 % and 4: a hue rotation of a grey photo changes 0 %,
+    the smallest real edit here (add_shape) about 1 %.
+    """
 
     family: ClassVar[str] = ""
     overrides: dict[str, Any] = Field(default_factory=dict)
     seed: int | None = Field(None, ge=0)
+    no_op_min_changed: float = Field(0.001, ge=0.0, le=1.0)
+    no_op_delta: float = Field(4.0, ge=0.0, le=255.0)
 
     @model_validator(mode="after")
     def _check_overrides(self):
@@ -421,7 +431,11 @@ class EditAnnotator(Annotator):
         for item, image_id in zip(inputs, image_ids):
             seed = self.params.seed if self.params.seed is not None else seed_for(image_id, node)
             array, instruction, params = apply_edit(self.family, item["image"], seed=seed, **self.params.overrides)
-            out.append({node: NodeOutput(array, {"family": self.family, "instruction": instruction, "params": params})})
+            p = self.params
+            quality = no_op_quality(gate_view(item["image"], p.gate_region), gate_view(array, p.gate_region),
+                                    p.no_op_min_changed, p.no_op_delta)
+            out.append({node: NodeOutput(array, {"family": self.family, "instruction": instruction, "params": params},
+                                         quality)})
         return out
 
 

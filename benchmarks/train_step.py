@@ -12,7 +12,9 @@ Variants, measured in one process (ratios against the first):
 MFU counts model FLOPs = 2 x forward FLOPs (forward + activation gradients; the base weights
 are frozen, so no weight gradients), measured with torch's FlopCounterMode on one forward;
 gradient-checkpointing recomputation is excluded (HFU, which includes it, is printed too).
-Peak is 790 TFLOP/s (H100 bf16 dense) unless --peak-tflops says otherwise.
+The peak is the datasheet's dense (no sparsity) bf16 figure for the GPU, looked up by its
+name in PEAK_BF16_TFLOPS and printed; --peak-tflops overrides it (and is required for a GPU the
+table does not know).
 """
 
 from __future__ import annotations
@@ -31,6 +33,46 @@ from training.backends.flux import FluxBackend
 from training.config import TrainParams
 from training.models import BaseModels, flux_12b_transformer, tiny_flux_transformer
 from training.moe_lora import collect_aux_loss
+
+# Dense bf16 tensor-core peaks, TFLOP/s, from the vendors' datasheets (the "with sparsity"
+# figures are twice these). Matched against torch.cuda.get_device_name(), first hit wins, so
+# the more specific names come first.
+PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIE", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),  # SXM
+    ("H200", 989.0),  # SXM; same tensor cores as H100 SXM
+    ("H800", 989.0),
+    ("GH200", 989.0),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("A800", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+)
+
+
+def peak_tflops_for(device_name: str) -> float | None:
+    """Dense bf16 peak of a GPU by name, None when the table does not know it."""
+    name = device_name.upper()
+    for key, tflops in PEAK_BF16_TFLOPS:
+        if key in name:
+            return tflops
+    return None
+
+
+def resolve_peak(device: str, override: float | None) -> tuple[float | None, str]:
+    """(peak TFLOP/s, where it came from) for the MFU line."""
+    if override is not None:
+        return override, "--peak-tflops"
+    if not device.startswith("cuda"):
+        return None, "no GPU"
+    name = torch.cuda.get_device_name(torch.device(device))
+    peak = peak_tflops_for(name)
+    if peak is None:
+        raise SystemExit(f"no dense bf16 peak known for {name!r}: pass --peak-tflops")
+    return peak, f"table entry for {name!r}"
+
 
 PRESETS = {
     #            transformer kwargs (None: real FLUX)                      grid  rank  text  ckpt
@@ -156,7 +198,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default=None)
     ap.add_argument("--ckpt", action=argparse.BooleanOptionalAction, default=None, help="gradient checkpointing")
-    ap.add_argument("--peak-tflops", type=float, default=790.0)
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="dense bf16 peak for MFU (default: PEAK_BF16_TFLOPS by GPU name)")
     args = ap.parse_args(argv)
     _, grid, rank, text, ckpt = PRESETS[args.preset]
     args.grid = args.grid or grid
@@ -172,6 +215,9 @@ def main(argv=None):
           f"image tokens={tokens} (target {tokens // 4}) text tokens={args.text} batch={args.batch} "
           f"rank={args.rank} experts={args.experts} top-k={args.top_k} ckpt={args.ckpt} "
           f"threads={torch.get_num_threads()}")
+    peak_tflops, peak_from = resolve_peak(args.device, args.peak_tflops)
+    if peak_tflops is not None:
+        print(f"MFU peak: {peak_tflops:.0f} TFLOP/s dense bf16 ({peak_from})")
     cache: dict = {}
     rows = [run_variant("baseline (LoRA, per-sample t)", args, False, False, args.device, dtype, cache),
             run_variant("LoRA clean context", args, False, True, args.device, dtype, cache),
@@ -183,14 +229,14 @@ def main(argv=None):
         line = (f"{r['name']:<30} step {r['step_s'] * 1e3:9.1f} ms  x{r['step_s'] / base['step_s']:.2f}  "
                 f"peak {r['peak_gib']:7.2f} GiB  trainable {r['trainable'] / 1e6:9.3f} M "
                 f"(x{r['trainable'] / base['trainable']:.3f})  fwd {r['fwd_flops'] / 1e12:.3f} TFLOP")
-        if args.device == "cuda":
-            mfu = model_flops / r["step_s"] / (args.peak_tflops * 1e12)
-            hfu = hw_flops / r["step_s"] / (args.peak_tflops * 1e12)
-            line += f"  MFU {mfu * 100:5.1f}%  HFU {hfu * 100:5.1f}% (of {args.peak_tflops:.0f} TFLOP/s)"
+        if peak_tflops is not None:
+            mfu = model_flops / r["step_s"] / (peak_tflops * 1e12)
+            hfu = hw_flops / r["step_s"] / (peak_tflops * 1e12)
+            line += f"  MFU {mfu * 100:5.1f}%  HFU {hfu * 100:5.1f}% (of {peak_tflops:.0f} TFLOP/s)"
         else:
             line += f"  {model_flops / r['step_s'] / 1e9:.2f} GFLOP/s"
         print(line)
-    if args.device != "cuda":
+    if not args.device.startswith("cuda"):
         print("peak on CPU is the process RSS high-water mark (includes Python and the libraries)")
 
 

@@ -39,7 +39,8 @@ class ClusterCount(_Strict):
 
 class KMeansParams(_Strict):
     backend: Literal["faiss", "sklearn"] = Field(
-        "faiss", description="faiss (fast); sklearn is used automatically when faiss is not installed")
+        "faiss", description="faiss (fast) or scikit-learn; a backend that cannot run stops the stage "
+                         "(never a silent switch, which would change the clusters)")
     spherical: bool = Field(True, description="unit-norm centroids (cosine K-Means); input is L2-normalised first")
     niter: int = Field(20, ge=1, description="Lloyd iterations")
     max_points_per_centroid: int = Field(
@@ -114,6 +115,9 @@ class FilterParams(_Strict):
     tau_text: float = Field(
         0.6, ge=-1, le=1, description="keep only when cos(T(instr_A), T(instr_B)) >= tau_text (MiniLM: median "
                                       "0.72 for two phrasings of one edit family, 95th percentile 0.54 across families)")
+    min_task_vector_norm: float = Field(
+        0.02, ge=0, description="drop a pair whose ||l2(E(A')) - l2(E(A))|| is below this: the edit changed "
+                                "nothing the embedder sees (A' = A), so it teaches nothing")
 
 
 class MineParams(_Strict):

@@ -1,8 +1,15 @@
-"""Seeded K-Means with faiss (scikit-learn when faiss is missing), plus chunked assignment.
+"""Seeded K-Means with faiss or scikit-learn, plus chunked assignment.
 
 `kmeans(x, k, params)` trains on a seeded subsample of at most k * max_points_per_centroid
 points (faiss' own rule, made explicit so both backends see the same points) and then
 assigns every point in chunks, so float16 inputs are only upcast a chunk at a time.
+
+The backend is the one configured, never another: the two give different clusters, so a
+missing faiss is an error (KMeansBackendError says how to fix it), not a quiet switch to
+scikit-learn. The result names the backend that trained it (`KMeansResult.backend`).
+
+Ties: a point whose nearest centroids are within TIE_TOL of each other goes to the one with
+the lowest index, so float noise (another CPU, another BLAS kernel) does not pick it.
 """
 
 from __future__ import annotations
@@ -14,6 +21,14 @@ import numpy as np
 from mining.config import KMeansParams
 
 _ASSIGN_CHUNK = 65536
+# Floats closer than this (cosines; squared distances, relative to the scale of the terms
+# they are computed from) count as equal wherever they decide a winner in mining/; the
+# lower id wins. float32 dot products of unit vectors carry a few 1e-7 of noise.
+TIE_TOL = 1e-5
+
+
+class KMeansBackendError(RuntimeError):
+    """The configured K-Means backend cannot run here."""
 
 
 @dataclass
@@ -31,6 +46,16 @@ def have_faiss() -> bool:
     except ImportError:
         return False
     return True
+
+
+def resolve_backend(params: KMeansParams) -> str:
+    """The backend `kmeans` will use for these params: the configured one, or an error."""
+    if params.backend == "faiss" and not have_faiss():
+        raise KMeansBackendError(
+            "K-Means backend 'faiss' is configured but faiss cannot be imported; install it "
+            "(pip install faiss-cpu, a dependency of vicl) or set `backend: sklearn` under "
+            "mine.kmeans / mine.dedup.kmeans to cluster with scikit-learn (different clusters)")
+    return params.backend
 
 
 def l2_normalise(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -73,7 +98,11 @@ def _train_sklearn(train: np.ndarray, k: int, params: KMeansParams) -> np.ndarra
 
 
 def assign(x: np.ndarray, centroids: np.ndarray, *, spherical: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid of every row (chunked); returns labels and squared L2 distances."""
+    """Nearest centroid of every row (chunked); returns labels and squared L2 distances.
+
+    Centroids within TIE_TOL (relative to ||x||^2 + max ||c||^2) of the nearest count as
+    tied, and the lowest centroid index among them wins.
+    """
     n = x.shape[0]
     labels = np.empty(n, dtype=np.int64)
     dists = np.empty(n, dtype=np.float32)
@@ -86,15 +115,19 @@ def assign(x: np.ndarray, centroids: np.ndarray, *, spherical: bool) -> tuple[np
         score = chunk @ centroids.T
         score *= -2.0
         score += c_sq
-        lab = np.argmin(score, axis=1)
+        x_sq = (chunk ** 2).sum(1)
+        best = score.min(axis=1)
+        tol = TIE_TOL * (x_sq + c_sq.max(initial=0.0))
+        lab = np.argmax(score <= (best + tol)[:, None], axis=1)  # first centroid within tol
         labels[s:s + len(chunk)] = lab
-        d = score[np.arange(len(chunk)), lab] + (chunk ** 2).sum(1)
+        d = score[np.arange(len(chunk)), lab] + x_sq
         dists[s:s + len(chunk)] = np.maximum(d, 0.0)
     return labels, dists
 
 
 def kmeans(x: np.ndarray, k: int, params: KMeansParams) -> KMeansResult:
     """Cluster the rows of x (float32 or float16) into k clusters; deterministic for a seed."""
+    backend = resolve_backend(params)
     n = x.shape[0]
     if n == 0:
         return KMeansResult(np.zeros((0, x.shape[1]), np.float32), np.zeros(0, np.int64),
@@ -105,7 +138,6 @@ def kmeans(x: np.ndarray, k: int, params: KMeansParams) -> KMeansResult:
     if params.spherical:
         train = l2_normalise(train)
     train = np.ascontiguousarray(train)
-    backend = params.backend if params.backend == "sklearn" or have_faiss() else "sklearn"
     if k == 1:
         c = train.mean(0, keepdims=True)
         centroids = l2_normalise(c) if params.spherical else c.astype(np.float32)

@@ -4,6 +4,11 @@ Exact search, but only inside a K-Means cluster: with k ~ sqrt(N) clusters the c
 about N^1.5 * d instead of N^2 * d (all-pairs over 200k vectors already takes minutes on
 two cores). A pair is never matched with itself (nor, by default, with another edit of
 the same source image); the unordered candidate {i, j} is emitted once, as i < j.
+
+Ties: cosines are ranked on a grid of TIE_TOL, and neighbours in the same grid step by
+their position in the cluster (ascending input row), so which neighbour makes the top k is
+never decided by float noise. When a pair is found from both sides, the score of the side
+met first (lower cluster, then lower row) is kept.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mining.config import NeighbourParams
-from mining.kmeans import cluster_segments, l2_normalise
+from mining.kmeans import TIE_TOL, cluster_segments, l2_normalise
 
 
 @dataclass
@@ -25,6 +30,17 @@ class Candidates:
 
     def __len__(self) -> int:
         return len(self.a)
+
+
+_NO_MATCH_STEP = -(2**31)  # below every cosine's grid step
+
+
+def _rank_keys(sims: np.ndarray) -> np.ndarray:
+    """Distinct int64 keys, larger = nearer: cosine grid step (TIE_TOL) first, then lower column."""
+    m = sims.shape[1]
+    finite = np.isfinite(sims)
+    step = np.where(finite, np.floor(np.where(finite, sims, 0.0) / TIE_TOL), _NO_MATCH_STEP).astype(np.int64)
+    return step * np.int64(m) + np.arange(m - 1, -1, -1, dtype=np.int64)[None, :]
 
 
 def _topk_in_cluster(x: np.ndarray, groups: np.ndarray, top_k: int, exclude_same_source: bool,
@@ -44,7 +60,7 @@ def _topk_in_cluster(x: np.ndarray, groups: np.ndarray, top_k: int, exclude_same
             sims[groups[s:e, None] == groups[None, :]] = -np.inf
         sims[np.arange(e - s), local] = -np.inf  # never the pair itself
         if kk < m - 1:
-            part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+            part = np.argpartition(-_rank_keys(sims), kk - 1, axis=1)[:, :kk]
         else:
             part = np.broadcast_to(np.arange(m), (e - s, m)).copy()
             part = part[part != local[:, None]].reshape(e - s, m - 1)

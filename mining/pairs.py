@@ -40,7 +40,7 @@ class PairColumns(BaseModel):
     source: str = Field("source", description="column / field / file stem of the source image")
     edited: str = Field("edited", description="column / field / file stem of the edited image")
     instruction: str = Field("instruction", description="column / field / file stem of the instruction text")
-    pair_id: str | None = Field(None, description="column of a pair id; None: folder name, sample key or row-N")
+    pair_id: str | None = Field(None, description="column of a pair id; None: a digest of (source id, edited id, instruction)")
     source_id: str | None = Field(None, description="column of a source image id; None: content id of the bytes")
     edited_id: str | None = Field(None, description="column of an edited image id; None: content id of the bytes")
 
@@ -63,9 +63,11 @@ def _image_bytes(value: Any, base: Path | None) -> bytes:
             return bytes(value["bytes"])
         value = value.get("path")
     if isinstance(value, str):
-        p = Path(value)
-        if not p.is_absolute() and base is not None:
-            p = base / p
+        if base is None:
+            raise ValueError(f"image path {value!r} in a corpus without a root folder")
+        p = (base / value).resolve()
+        if not p.is_relative_to(base.resolve()):  # an absolute path or `..` that leaves the corpus
+            raise ValueError(f"image path {value!r} leaves the corpus root {base}")
         return p.read_bytes()
     raise ValueError(f"cannot read image bytes from a {type(value).__name__}")
 
@@ -84,12 +86,17 @@ def _rows_to_table(rows: Iterable[dict[str, Any]], cols: PairColumns, base: Path
             break
         src = _image_bytes(row[cols.source], base)
         edt = _image_bytes(row[cols.edited], base)
-        out["pair_id"].append(str(row[cols.pair_id]) if cols.pair_id else str(row.get("__key__", f"row-{i:09d}")))
-        out["source_id"].append(str(row[cols.source_id]) if cols.source_id else content_id(src))
-        out["edited_id"].append(str(row[cols.edited_id]) if cols.edited_id else content_id(edt))
+        source_id = str(row[cols.source_id]) if cols.source_id else content_id(src)
+        edited_id = str(row[cols.edited_id]) if cols.edited_id else content_id(edt)
+        instruction = _to_text(row[cols.instruction])
+        # without a named id, the pair's content names it: two corpora can never collide
+        out["pair_id"].append(str(row[cols.pair_id]) if cols.pair_id else
+                              content_id(f"{source_id}\n{edited_id}\n{instruction}".encode()))
+        out["source_id"].append(source_id)
+        out["edited_id"].append(edited_id)
         out["source_bytes"].append(src)
         out["edited_bytes"].append(edt)
-        out["instruction"].append(_to_text(row[cols.instruction]))
+        out["instruction"].append(instruction)
     return pa.table(out, schema=PAIR_SCHEMA)
 
 

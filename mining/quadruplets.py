@@ -6,7 +6,10 @@ Steps (VIRAL's open-domain mining, SemDeDup added in front):
 2. task vectors delta = E(A') - E(A) of the remaining pairs;
 3. K-Means over delta, k a function of N (ClusterCount);
 4. inside each cluster, each pair's top-k cosine neighbours on delta -> candidates;
-5. dual filter (visual de-duplication and instruction agreement), scores kept.
+5. quality gates and dual filter: a candidate whose two pairs share an image, or whose task
+   vectors are near zero (a no-op edit, A' = A), is dropped before VIRAL's visual
+   de-duplication and instruction agreement; every score and the reason a candidate was
+   dropped are kept (`reason` in the candidates table, counts in stats).
 No randomness beyond the K-Means seed; the output is sorted and reproducible.
 """
 
@@ -20,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mining.config import MineParams
-from mining.filters import dual_filter
+from mining.filters import DROP_REASONS, dual_filter, pair_delta_norms
 from mining.kmeans import kmeans
 from mining.neighbours import find_candidates
 from mining.semdedup import semdedup
@@ -36,8 +39,12 @@ QUADRUPLET_SCHEMA = pa.schema([
     ("cluster", pa.int64()), ("cos_delta", pa.float32()),
     ("cos_visual", pa.float32()), ("cos_text", pa.float32()),
 ])
-CANDIDATE_SCHEMA = QUADRUPLET_SCHEMA.append(pa.field("pass_visual", pa.bool_())).append(
-    pa.field("pass_text", pa.bool_()))
+CANDIDATE_SCHEMA = pa.schema(list(QUADRUPLET_SCHEMA) + [
+    pa.field("delta_norm_a", pa.float32()), pa.field("delta_norm_b", pa.float32()),
+    pa.field("pass_distinct", pa.bool_()), pa.field("pass_task_vector", pa.bool_()),
+    pa.field("pass_visual", pa.bool_()), pa.field("pass_text", pa.bool_()),
+    pa.field("reason", pa.string()),  # null when kept; else mining.filters.DROP_REASONS
+])
 DEDUP_SCHEMA = pa.schema([
     ("source_id", pa.string()), ("kept", pa.bool_()), ("max_sim", pa.float32()),
     ("duplicate_of", pa.string()), ("cluster", pa.int64()), ("rank_in_cluster", pa.int64()),
@@ -104,8 +111,9 @@ def mine(pairs: pa.Table | dict, source_emb: np.ndarray, edited_emb: np.ndarray,
     rows = np.flatnonzero(source_kept)
     seconds["semdedup"] = time.perf_counter() - tick
 
-    # 2. task vectors of the kept pairs
+    # 2. task vectors of the kept pairs (raw norms first: the in-place variant overwrites edited_emb)
     tick = time.perf_counter()
+    delta_norm = pair_delta_norms(source_emb, edited_emb)
     delta = task_vectors(source_emb, edited_emb, params.task_vectors.normalisation, rows=rows,
                          dtype=edited_emb.dtype, out=edited_emb if overwrite_edited else None)
     seconds["task_vectors"] = time.perf_counter() - tick
@@ -122,17 +130,24 @@ def mine(pairs: pa.Table | dict, source_emb: np.ndarray, edited_emb: np.ndarray,
     a, b = rows[cand.a], rows[cand.b]
     seconds["neighbours"] = time.perf_counter() - tick
 
-    # 5. dual filter
+    # 5. quality gates and dual filter
     tick = time.perf_counter()
-    scores = dual_filter(source_emb, text_emb, a, b, params.filters)
+    src_a, ed_a, src_b, ed_b = (_take(source_id, a), _take(edited_id, a), _take(source_id, b), _take(edited_id, b))
+    shared = pc.or_(pc.or_(pc.equal(src_a, src_b), pc.equal(ed_a, ed_b)),
+                    pc.or_(pc.equal(src_a, ed_b), pc.equal(ed_a, src_b)))
+    shared = pc.fill_null(shared, False).to_numpy(zero_copy_only=False).astype(bool)
+    scores = dual_filter(source_emb, text_emb, a, b, params.filters, shared_image=shared, delta_norm=delta_norm)
+    reasons = scores.reasons()
     candidates = pa.table({
         "pair_id_a": _take(pair_id, a), "pair_id_b": _take(pair_id, b),
-        "source_id_a": _take(source_id, a), "edited_id_a": _take(edited_id, a),
-        "source_id_b": _take(source_id, b), "edited_id_b": _take(edited_id, b),
+        "source_id_a": src_a, "edited_id_a": ed_a, "source_id_b": src_b, "edited_id_b": ed_b,
         "instruction_a": _take(instruction, a), "instruction_b": _take(instruction, b),
         "cluster": pa.array(cand.cluster), "cos_delta": pa.array(cand.cos_delta, type=pa.float32()),
         "cos_visual": pa.array(scores.cos_visual), "cos_text": pa.array(scores.cos_text),
+        "delta_norm_a": pa.array(delta_norm[a]), "delta_norm_b": pa.array(delta_norm[b]),
+        "pass_distinct": pa.array(scores.pass_distinct), "pass_task_vector": pa.array(scores.pass_task_vector),
         "pass_visual": pa.array(scores.pass_visual), "pass_text": pa.array(scores.pass_text),
+        "reason": pa.array(reasons, type=pa.string()),
     }, schema=CANDIDATE_SCHEMA)
     keep = scores.keep
     quadruplets = candidates.filter(pa.array(keep)).select(QUADRUPLET_SCHEMA.names)
@@ -144,5 +159,6 @@ def mine(pairs: pa.Table | dict, source_emb: np.ndarray, edited_emb: np.ndarray,
         "k_tasks": int(k_tasks), "n_candidates": int(len(cand)),
         "n_pass_visual": int(scores.pass_visual.sum()), "n_pass_text": int(scores.pass_text.sum()),
         "n_quadruplets": int(keep.sum()),
+        **{f"n_dropped_{r}": sum(1 for x in reasons if x == r) for r in DROP_REASONS},
     }
     return MineResult(quadruplets, candidates, dedup_table, stats, seconds)

@@ -7,6 +7,11 @@ It also writes every candidate with its scores (`candidates.parquet`) and the Se
 scores of every source (`dedup.parquet`) to `<cache_dir>/mine/<params digest>/`, so
 thresholds can be tuned without re-running. Pairs are processed in pair_id order, so the
 output does not depend on the order the input arrives in.
+
+`stats.json` there also records, under "kmeans_backend", the K-Means backend of each
+clustering step ({"dedup": ..., "tasks": ...}; `kmeans_backends(params)` gives the same
+dict for the manifest). A configured backend that cannot run stops the stage before any
+embedding work (mining.kmeans.KMeansBackendError) instead of changing the clusters.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import pyarrow.parquet as pq
 from mining.config import MineParams
 from mining.embed import EmbeddingCache, ImageEmbedActor, TextEmbedActor, explode_pair_batch, \
     make_image_embedder, make_text_embedder, text_id
+from mining.kmeans import resolve_backend
 from mining.quadruplets import MineResult, mine
 
 META_COLUMNS = ["pair_id", "source_id", "edited_id", "instruction"]
@@ -126,7 +132,16 @@ def params_digest(params: MineParams) -> str:
     return hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
 
 
+KMEANS_BACKEND_KEY = "kmeans_backend"
+
+
+def kmeans_backends(params: MineParams) -> dict[str, str]:
+    """The K-Means backend of each clustering step; KMeansBackendError if one cannot run here."""
+    return {"dedup": resolve_backend(params.dedup.kmeans), "tasks": resolve_backend(params.kmeans)}
+
+
 def embed_and_mine(pairs: Any, params: MineParams, cache_dir: str | Path) -> MineResult:
+    backends = kmeans_backends(params)  # fail before the embedding work, not after it
     cache_dir = Path(cache_dir)
     meta = _meta_table(pairs)
     image_embedder = make_image_embedder(params.embed)
@@ -145,7 +160,8 @@ def embed_and_mine(pairs: Any, params: MineParams, cache_dir: str | Path) -> Min
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(result.candidates, out / "candidates.parquet")
     pq.write_table(result.dedup, out / "dedup.parquet")
-    (out / "stats.json").write_text(json.dumps(result.stats, indent=1, sort_keys=True))
+    stats = {**result.stats, KMEANS_BACKEND_KEY: backends}
+    (out / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True))
     (out / "params.json").write_text(json.dumps(params.model_dump(mode="json"), indent=1, sort_keys=True))
     return result
 

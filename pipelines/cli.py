@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.params import ParamsError, load_params
+from pipelines.catalog import StageOrderError
+from pipelines.params import ParamsError, check_inputs, load_params
 
 STAGES = ("ingest", "annotate", "mine", "sample", "export")
 
@@ -67,28 +68,42 @@ def run_stages(names, params, ray_address: str | None = None, progress=None, log
 
 
 def closing_summary(params) -> tuple[int, int]:
-    """(images ok, failures) over the whole store."""
+    """(live images, failures) over the whole store: the same two numbers `vicl status` and the
+    failures table give."""
+    from pipelines.annotation_plan import plan
     from pipelines.stages.ingest import summarise_ingest
 
     store = _store(params)
-    ok = summarise_ingest(store)["ok"] if store.images_dir.exists() else 0
-    return ok, store.failures().num_rows
+    if not store.images_dir.exists():
+        return 0, 0
+    ok = summarise_ingest(store)["ok"]
+    return ok, store.failures([r.folder for r in plan(params, store)]).num_rows
+
+
+EXIT_UNFINISHED = 75  # EX_TEMPFAIL: transient failures left parts for a later run
 
 
 def cmd_stage(args) -> int:
     params = load_params(args.params)
     names = STAGES if args.command == "run" else (args.command,)
-    run_stages(names, params, args.ray_address, _progress())
+    if "ingest" in names:
+        check_inputs(params, args.params)
+    results = run_stages(names, params, args.ray_address, _progress())
     ok, failed = closing_summary(params)
     print(f"{ok} ok, {failed} failed")
     if failed:
         print(f"failures table: {Path(params.paths.out) / 'failures.parquet'} (after export); "
               f"`vicl status` lists reasons")
+    unfinished = sum(r.get("unfinished_parts", 0) for r in results.get("annotate", []))
+    if unfinished:
+        print(f"{unfinished} annotator parts left unfinished by transient errors (out of memory, device lost, "
+              f"timeouts): run `vicl annotate` again", file=sys.stderr)
+        return EXIT_UNFINISHED
     return 1 if (args.fail_on_error and failed) else 0
 
 
 def cmd_validate(args) -> int:
-    load_params(args.params)
+    check_inputs(load_params(args.params), args.params)
     print(f"{args.params}: ok")
     return 0
 
@@ -114,12 +129,15 @@ def cmd_train(args) -> int:
 
 
 def cmd_infer(args) -> int:
-    from training.cli import infer
+    from training.cli import infer_main
 
-    infer(args.adapter, args.a, args.a_prime, args.b, args.out, instruction=args.instruction,
-          models_dir=args.models_dir, num_steps=args.steps, seed=args.seed, cell_size=args.cell_size)
-    print(f"wrote {args.out}")
-    return 0
+    return infer_main(args)  # incl. --seeds/--select (seed selection), --device/--dtype
+
+
+def cmd_eval(args) -> int:
+    from training.cli import eval_main
+
+    return eval_main(args, load_params(args.params))
 
 
 def cmd_models(args) -> int:
@@ -214,7 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=28)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cell-size", type=int, default=None)
+    from training.cli import add_eval_arguments, add_seed_arguments
+
+    add_seed_arguments(p)
     p.set_defaults(func=cmd_infer)
+    text = "score an adapter, or a folder of predictions named by sample key, on the eval shards, with baselines"
+    p = add_eval_arguments(common(sub.add_parser("eval", help=text, description=text)))
+    p.set_defaults(func=cmd_eval)
     p = common(sub.add_parser("validate", help="validate params.yaml and stop",
                               description="validate params.yaml and stop"))
     p.set_defaults(func=cmd_validate)
@@ -227,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ParamsError as e:
         print(f"invalid params:\n{e}", file=sys.stderr)
+        return 2
+    except StageOrderError as e:
+        print(f"vicl {args.command}: {e}", file=sys.stderr)
         return 2
 
 

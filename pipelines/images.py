@@ -8,13 +8,26 @@ Normalisation rule on ingest (documented in the README):
 - Any alpha (RGBA, LA, PA, palette transparency) is composited onto white.
 - CMYK / YCbCr / LAB and greyscale (L, 1) are converted to RGB by PIL's own conversion.
 The result is always an H x W x 3 uint8 array.
+
+Ingest rules, in this order (`decode_normalised`), all but the last from the header alone:
+1. `too_many_pixels`: width x height > max_pixels (any value: PIL's own bomb limit is
+   lifted while the header is read and set to max_pixels while pixels are decoded, so a
+   frame that grows past the cap in decoding (GIF, ICO) is caught at the same cap);
+2. `too_small`: the shorter side of the STORED image, after the max_side shrink
+   (`stored_size`), < min_side;
+3. decoding: `not_an_image` (no known image signature), `truncated` (the data ends early),
+   `decode_error` (a known format whose header, chunks or pixels are broken).
+Failure details never hold Python object reprs (`<... at 0x...>`), so identical runs give
+identical failure tables.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import re
 import struct
+import threading
 import warnings
 
 import numpy as np
@@ -23,11 +36,31 @@ from PIL import Image, ImageFile, ImageOps
 # Never let PIL paper over truncated files; a truncated input is a failure with a reason.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+# The reasons of README "Bad input never stops a run" (decode_normalised raises the first six).
+REASONS = ("empty_file", "truncated", "not_an_image", "decode_error", "too_small", "too_many_pixels",
+           "duplicate_content", "unreadable")
+
+# Signatures of the formats ingest documents: data that starts with one is an image, so a
+# failure to read it is `truncated` or `decode_error`, never `not_an_image`.
+_SIGNATURES = {
+    "PNG": (b"\x89PNG\r\n\x1a\n",), "JPEG": (b"\xff\xd8\xff",), "GIF": (b"GIF87a", b"GIF89a"),
+    "TIFF": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"), "BMP": (b"BM",), "WEBP": (b"RIFF",),
+}
+_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>")
+# PIL's bomb limit is one module global: changed only under this lock, and always restored.
+_PIL_LIMIT = threading.Lock()
+
+
+def clean_detail(text: str) -> str:
+    """A failure detail with object reprs (`<_io.BytesIO object at 0x...>`) replaced by `<object>`."""
+    return _REPR.sub("<object>", text)
+
 
 class ImageRejected(ValueError):
     """An input that is not a usable image; `reason` is a short machine-readable tag."""
 
     def __init__(self, reason: str, detail: str = ""):
+        detail = clean_detail(detail)
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
@@ -46,7 +79,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         arr = np.clip(arr, 0, 65535) >> 8
         im = Image.fromarray(arr.astype(np.uint8))
     elif im.mode == "F":
-        im = Image.fromarray(np.clip(np.asarray(im), 0, 255).astype(np.uint8))
+        im = Image.fromarray(np.clip(np.nan_to_num(np.asarray(im), nan=0.0), 0, 255).astype(np.uint8))
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -54,48 +87,113 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def decode_normalised(data: bytes, *, max_pixels: int, min_side: int) -> np.ndarray:
+def stored_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(width, height) after the max_side shrink (never enlarged; max_side <= 0: unchanged)."""
+    if max_side <= 0 or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def claimed_format(data: bytes) -> str | None:
+    """The documented format whose signature `data` starts with (WebP: RIFF....WEBP), else None."""
+    for fmt, sigs in _SIGNATURES.items():
+        if any(data.startswith(sig) for sig in sigs):
+            if fmt == "WEBP" and len(data) >= 12 and data[8:12] != b"WEBP":
+                continue
+            return fmt
+    return None
+
+
+def _is_cut_signature(data: bytes) -> bool:
+    """Data shorter than a signature that it begins (a file cut inside its first bytes)."""
+    return any(len(data) < len(sig) and sig.startswith(data) for sigs in _SIGNATURES.values() for sig in sigs) \
+        or (len(data) < 12 and data.startswith(b"RIFF"))
+
+
+_CUT_WORDS = ("truncated", "broken data stream", "not enough data", "requires a buffer", "premature end")
+
+
+def _truncation(e: BaseException) -> bool:
+    """Whether an error says the data ended early (short reads inside a plugin say so too)."""
+    msg = str(e).lower()
+    return isinstance(e, (EOFError, struct.error)) or any(w in msg for w in _CUT_WORDS)
+
+
+def _rejection(e: Exception) -> ImageRejected:
+    """The failure row for an exception PIL raised on untrusted bytes."""
+    if isinstance(e, ImageRejected):
+        return e
+    if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return ImageRejected("too_many_pixels", f"a frame grows past the pixel cap in decoding ({e})")
+    reason = "truncated" if _truncation(e) else "decode_error"
+    return ImageRejected(reason, f"{type(e).__name__}: {e}")
+
+
+def _unidentified(data: bytes) -> ImageRejected:
+    """Why PIL could not open `data`: the claimed format's own error, or not an image at all."""
+    fmt = claimed_format(data)
+    if fmt is None:
+        if _is_cut_signature(data):
+            return ImageRejected("truncated", f"{len(data)} bytes, cut inside an image signature")
+        return ImageRejected("not_an_image", f"no known image signature (starts {data[:8].hex()})")
+    Image.init()
+    factory = Image.OPEN.get(fmt, (None, None))[0]
+    try:
+        if factory is not None:
+            factory(io.BytesIO(data), None)  # the plugin's own error says what is wrong
+    except Exception as e:  # noqa: BLE001 - any error of the plugin on this data is the answer
+        r = _rejection(e)
+        return ImageRejected(r.reason, f"{fmt} header: {r.detail}")
+    return ImageRejected("decode_error", f"{fmt} signature, but no decoder accepts the header")
+
+
+def decode_normalised(data: bytes, *, max_pixels: int, min_side: int, max_side: int = 0) -> np.ndarray:
     """Decode untrusted bytes into an RGB uint8 array, or raise ImageRejected with a reason.
 
-    The pixel budget is checked from the header, before any pixel is decoded, so a
-    decompression bomb costs nothing.
+    The pixel budget and the size rule are checked from the header, before any pixel is
+    decoded, so a decompression bomb costs nothing. `min_side` applies to the stored size,
+    after the shrink to `max_side` (0: no shrink). The array returned is at the decoded
+    size: the caller shrinks it with `resize_max_side(rgb, max_side)`.
     """
     if not data:
         raise ImageRejected("empty_file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+    with _PIL_LIMIT, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        previous = Image.MAX_IMAGE_PIXELS
+        try:
+            Image.MAX_IMAGE_PIXELS = None  # our own header check below decides, at any cap
+            try:
+                im = Image.open(io.BytesIO(data))
+            except Image.UnidentifiedImageError:
+                raise _unidentified(data) from None
             width, height = im.size
             if width * height > max_pixels:
                 raise ImageRejected("too_many_pixels", f"{width}x{height} > {max_pixels} pixels")
-            if min(width, height) < min_side:
-                raise ImageRejected("too_small", f"{width}x{height}, shortest side < {min_side}")
+            sw, sh = stored_size(width, height, max_side)
+            if min(sw, sh) < min_side:
+                shrunk = f" (stored {sw}x{sh} after the shrink to {max_side})" if (sw, sh) != (width, height) else ""
+                raise ImageRejected("too_small", f"{width}x{height}{shrunk}, shortest side < {min_side}")
+            Image.MAX_IMAGE_PIXELS = max(1, max_pixels)  # frames that grow while decoding
             im.load()
             im = ImageOps.exif_transpose(im)
             rgb = _to_rgb(im)
-    except ImageRejected:
-        raise
-    except Image.UnidentifiedImageError as e:
-        raise ImageRejected("not_an_image", str(e)) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageRejected("too_many_pixels", str(e)) from None
-    except OSError as e:
-        msg = str(e)
-        reason = "truncated" if "truncated" in msg or "broken data stream" in msg else "decode_error"
-        raise ImageRejected(reason, msg) from None
-    except (ValueError, SyntaxError, EOFError, struct.error) as e:
-        raise ImageRejected("decode_error", f"{type(e).__name__}: {e}") from None
-    return np.asarray(rgb, dtype=np.uint8)
+            arr = np.asarray(rgb, dtype=np.uint8)
+        except Exception as e:  # noqa: BLE001 - untrusted bytes: every decoder error is a row
+            raise _rejection(e) from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] * arr.shape[1] > max_pixels:
+        raise ImageRejected("decode_error", f"decoded to {arr.shape}, not the header's {width}x{height} RGB")
+    return arr
 
 
 def resize_max_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
     """Shrink (never enlarge) so the longer side is at most max_side; Lanczos on PIL."""
     h, w = rgb.shape[:2]
-    if max_side <= 0 or max(h, w) <= max_side:
+    size = stored_size(w, h, max_side)
+    if size == (w, h):
         return rgb
-    scale = max_side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return np.asarray(Image.fromarray(rgb).resize(size, Image.LANCZOS))
 
 

@@ -3,7 +3,10 @@
 Aspect rule: every cell of a sample has one shape. `square` (Graph200K): R x R. `query`: the
 query row's source image aspect a = w / h, clamped to [1 / max_aspect, max_aspect], at area
 ~ R^2: h = round(R / sqrt(a) / 16) * 16, w = round(R * sqrt(a) / 16) * 16 (both >= 16). Each
-cell image is centre-cropped to that aspect, then resized (Lanczos) - no padding, no stretching.
+cell image is centre-cropped to that aspect, then resized - no padding, no stretching - with the
+method of its node type's resample kind (pipelines/node_types.py): Lanczos for continuous
+images (photos, depth, normals), the line-preserving max over each footprint for edge and line
+maps, nearest neighbour for masks and label maps (only their original values survive).
 
 Layouts:
 - grid: one composite PNG (`grid.png`), rows top to bottom, columns left to right;
@@ -31,8 +34,8 @@ def cell_shape(cell_size: int, aspect: float = 1.0, max_aspect: float = 2.0) -> 
     return h, w
 
 
-def fit_cell(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Centre-crop to the aspect of hw, then resize to hw (Lanczos)."""
+def fit_cell(rgb: np.ndarray, hw: tuple[int, int], kind: str = "continuous") -> np.ndarray:
+    """Centre-crop to the aspect of hw, then resize to hw by `kind` (continuous: Lanczos)."""
     th, tw = hw
     h, w = rgb.shape[:2]
     if w * th > h * tw:  # too wide: crop width
@@ -43,7 +46,11 @@ def fit_cell(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     crop = np.ascontiguousarray(rgb[y0:y0 + ch, x0:x0 + cw])
     if crop.shape[:2] == (th, tw):
         return crop
-    return np.asarray(Image.fromarray(crop).resize((tw, th), Image.LANCZOS))
+    if kind == "continuous":
+        return np.asarray(Image.fromarray(crop).resize((tw, th), Image.LANCZOS))
+    from annotators.map_resize import resize_map
+
+    return resize_map(crop, th, tw, kind)
 
 
 def compose_grid(cells: list[np.ndarray], rows: int, cols: int) -> np.ndarray:

@@ -6,6 +6,7 @@ Contains no wall-clock time, so identical runs give identical manifests.
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 from collections import Counter
 from importlib import metadata
@@ -37,12 +38,10 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def build_manifest(params: Params, store, out: Path) -> dict:
-    from pipelines.stages.annotate import node_sources, online_nodes, plan
-
-    index = store.node_index(node_sources(plan(params, store), store))
+def build_manifest(params: Params, store, out: Path, cat, failures) -> dict:
+    """Counts from the catalog's compact index and the failures table computed once by the export."""
+    index = cat.node_index()
     samples = pq.read_table(store.samples_path, columns=["split", "task"]).to_pylist()
-    failures = store.failures().to_pylist()
     files = {}
     for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"
                        and not p.name.startswith(".")):
@@ -52,19 +51,24 @@ def build_manifest(params: Params, store, out: Path) -> dict:
     per_task: dict[str, dict[str, int]] = {}
     for s in samples:
         per_task.setdefault(s["task"], Counter())[s["split"]] += 1
+    reasons = Counter(f"{stage}/{reason}" for stage, reason in zip(failures["stage"].to_pylist(),
+                                                                    failures["reason"].to_pylist()))
+    mining = store.mined_dir / "mined.json"
     return {
-        "schema": "vicl.manifest/1",
+        "schema": "vicl.manifest/2",
         "counts": {
-            "images": sum(1 for n in index["node_type"].to_pylist() if n == "image"),
-            "nodes": dict(sorted(Counter(index["node_type"].to_pylist()).items())),
+            "images": len(index),
+            "nodes": {n: int(index.has(n).sum()) for n in index.nodes() if n not in cat.online},
             "samples": len(samples),
             "samples_per_split": dict(sorted(Counter(s["split"] for s in samples).items())),
             "samples_per_task": {t: dict(sorted(c.items())) for t, c in sorted(per_task.items())},
-            "failures": len(failures),
-            "failures_per_reason": dict(sorted(Counter(f"{f['stage']}/{f['reason']}" for f in failures).items())),
+            "failures": failures.num_rows,
+            "failures_per_reason": dict(sorted(reasons.items())),
         },
-        "online_nodes": sorted(online_nodes(params)),
-        "params": params.model_dump(mode="json"),
+        "online_nodes": sorted(cat.online),
+        "mining": json.loads(mining.read_text()) if mining.exists() else None,
+        "params": params.model_dump(mode="json"),  # paths as given: relative ones keep two build folders alike
         "versions": package_versions(),
         "files": files,
     }
+

@@ -10,19 +10,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+RESAMPLE_KINDS = ("continuous", "lines", "labels")
+
+
 @dataclass(frozen=True)
 class NodeType:
     name: str
     group: str  # image | condition | degradation | restoration_source | edit | synthetic_edit | style | reference | viral | mined | text
     description: str
     stored_as: str = "png"  # png (lossless map/mask) | photo (codec from params) | json (metadata only)
+    # How a map of this type is resized (export cells, annotators/map_resize.py): "lines" keeps
+    # one-pixel lines (max over each footprint), "labels" keeps only original values (nearest),
+    # "continuous" (photos, depth, normals) Lanczos / area.
+    resample: str = "continuous"
 
 
 NODE_TYPES: dict[str, NodeType] = {}
 
 
-def register_node_type(name: str, group: str, description: str, stored_as: str = "png") -> NodeType:
-    node = NodeType(name, group, description, stored_as)
+def register_node_type(name: str, group: str, description: str, stored_as: str = "png",
+                       resample: str = "continuous") -> NodeType:
+    if resample not in RESAMPLE_KINDS:
+        raise ValueError(f"node type {name!r}: resample must be one of {', '.join(RESAMPLE_KINDS)}, got {resample!r}")
+    node = NodeType(name, group, description, stored_as, resample)
     existing = NODE_TYPES.get(name)
     if existing is not None and existing != node:
         raise ValueError(f"node type {name!r} registered twice with different definitions")
@@ -37,38 +47,44 @@ def get_node_type(name: str) -> NodeType:
         raise KeyError(f"unknown node type {name!r}") from None
 
 
+def resample_kind(name: str) -> str:
+    """The resample kind of a node type; "continuous" for names not registered (plugins' photos)."""
+    node = NODE_TYPES.get(name)
+    return node.resample if node is not None else "continuous"
+
+
 def names_in_group(group: str) -> list[str]:
     return [n for n, t in NODE_TYPES.items() if t.group == group]
 
 
 register_node_type("image", "image", "the normalised source photograph (centre of the graph)", "photo")
 
-# Graph200K's 12 conditions.
-for _name, _desc in [
-    ("canny", "Canny edges (100/200 at 512 px)"),
-    ("hed", "HED soft edges"),
-    ("mlsd", "M-LSD straight line segments"),
-    ("depth", "relative depth (Depth Anything V2 by default)"),
-    ("normal", "surface normals"),
-    ("openpose", "rendered OpenPose body skeleton (keypoints in meta)"),
-    ("sam2_mask", "automatic SAM masks, each in a distinct colour"),
-    ("uniformer", "semantic segmentation with a fixed palette"),
-    ("mask", "open-world masks: VLM grounding boxes then SAM, coloured per object"),
-    ("bbox", "grounding boxes drawn on black (boxes and labels in meta)"),
-    ("foreground", "image x foreground mask"),
-    ("background", "image x (1 - foreground mask)"),
+# Graph200K's 12 conditions, with the resample kind of each map.
+for _name, _desc, _kind in [
+    ("canny", "Canny edges (100/200 at 512 px)", "lines"),
+    ("hed", "HED soft edges", "lines"),
+    ("mlsd", "M-LSD straight line segments", "lines"),
+    ("depth", "relative depth (Depth Anything V2 by default)", "continuous"),
+    ("normal", "surface normals", "continuous"),
+    ("openpose", "rendered OpenPose body skeleton (keypoints in meta)", "lines"),
+    ("sam2_mask", "automatic SAM masks, each in a distinct colour", "labels"),
+    ("uniformer", "semantic segmentation with a fixed palette", "labels"),
+    ("mask", "open-world masks: VLM grounding boxes then SAM, coloured per object", "labels"),
+    ("bbox", "grounding boxes drawn on black (boxes and labels in meta)", "lines"),
+    ("foreground", "image x foreground mask", "continuous"),
+    ("background", "image x (1 - foreground mask)", "continuous"),
 ]:
-    register_node_type(_name, "condition", _desc)
+    register_node_type(_name, "condition", _desc, resample=_kind)
 
 # Further conditions the annotators produce beyond Graph200K's twelve.
-for _name, _desc in [
-    ("pidinet", "PiDiNet soft edges"),
-    ("lineart", "line art (standard)"),
-    ("lineart_anime", "line art (anime model)"),
-    ("teed", "TEED edges"),
-    ("foreground_mask", "binary foreground mask"),
+for _name, _desc, _kind in [
+    ("pidinet", "PiDiNet soft edges", "lines"),
+    ("lineart", "line art (standard)", "lines"),
+    ("lineart_anime", "line art (anime model)", "lines"),
+    ("teed", "TEED edges", "lines"),
+    ("foreground_mask", "binary foreground mask", "labels"),
 ]:
-    register_node_type(_name, "condition", _desc)
+    register_node_type(_name, "condition", _desc, resample=_kind)
 
 # Graph200K's 32 degradations (restoration sources).
 for _name in [
@@ -89,16 +105,16 @@ register_node_type("ReduxStyle", "style", "stylised image, semantics changed")
 register_node_type("reference", "reference", "the subject image, for identity preservation")
 
 # VIRAL's standard-task targets and restoration sources.
-for _name, _group, _desc in [
-    ("detection_target", "viral", "filled white rectangle on black around one category"),
-    ("interactive_seg_source", "viral", "the image with a visible red box around one object"),
-    ("interactive_seg_mask", "viral", "the SAM mask of the boxed object"),
-    ("entity_seg", "viral", "each entity mask in a random distinct colour"),
-    ("watermark", "restoration_source", "the image with a procedurally drawn logo/text overlaid"),
-    ("rain_streaks", "restoration_source", "the image with rendered rain streaks"),
-    ("low_light", "restoration_source", "the image darkened as a low-light capture"),
+for _name, _group, _desc, _kind in [
+    ("detection_target", "viral", "filled white rectangle on black around one category", "labels"),
+    ("interactive_seg_source", "viral", "the image with a visible red box around one object", "continuous"),
+    ("interactive_seg_mask", "viral", "the SAM mask of the boxed object", "labels"),
+    ("entity_seg", "viral", "each entity mask in a random distinct colour", "labels"),
+    ("watermark", "restoration_source", "the image with a procedurally drawn logo/text overlaid", "continuous"),
+    ("rain_streaks", "restoration_source", "the image with rendered rain streaks", "continuous"),
+    ("low_light", "restoration_source", "the image darkened as a low-light capture", "continuous"),
 ]:
-    register_node_type(_name, _group, _desc)
+    register_node_type(_name, _group, _desc, resample=_kind)
 
 # Mined open-domain edit pairs, keyed by pair id (the mine stage, pipelines/stages/mine.py).
 MINED_SOURCE = register_node_type("mined_source", "mined", "source image A of a mined edit pair", "photo").name
@@ -106,6 +122,8 @@ MINED_EDIT = register_node_type("mined_edit", "mined", "edited image A' of a min
 
 register_node_type("caption", "text", "a VLM caption of the image (text in meta)", "json")
 register_node_type("bbox_json", "text", "grounding boxes and labels only (meta)", "json")
+register_node_type("image_quality", "text", "weight-free quality scores of the source photo (meta only)", "json")
+register_node_type("image_quality_clip", "text", "CLIP-IQA score of the source photo (meta only)", "json")
 
 
 # --- VisRel's two axes (anchors.md §1.2) ------------------------------------------------------

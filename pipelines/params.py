@@ -46,6 +46,7 @@ class SourceParams(Section):
     # embedded only: how many distinct crops/scales to derive from the skimage photos
     count: int = Field(240, ge=1, le=10000)
     size: int = Field(320, ge=64, le=2048)  # embedded only: longer side of each derived image
+    follow_links: bool = False  # folder only: take symbolic links (to anywhere) as inputs
 
     @model_validator(mode="after")
     def _needs_path(self):
@@ -61,7 +62,8 @@ class IngestParams(Section):
     max_side: int = Field(1024, ge=0)  # stored images are shrunk to this longer side (0: keep)
     image_format: Literal["jpg", "png", "webp"] = "jpg"
     quality: int = Field(95, ge=1, le=100)
-    part_size: int = Field(64, ge=1)  # images per Parquet part (the unit of resume)
+    # images per Parquet part: the unit of resume and of incremental work (new inputs form new parts)
+    part_size: int = Field(64, ge=1)
 
 
 class AnnotatorSpec(Section):
@@ -84,11 +86,18 @@ class AnnotateParams(Section):
     fuse_cpu: bool = True  # run CPU annotators that need only the image in one shared pipeline
     # how a group of weight-free CPU operators runs: one Ray task per part that writes its own
     # files ("tasks"), or the Ray Data actor pool the model annotators use ("ray_data"). Same rows.
-    cpu_executor: Literal["tasks", "ray_data"] = "tasks"
+    cpu_executor: Literal["tasks", "actors"] = "tasks"
     # zlib level of the stored map PNGs (pipelines.images.encode_png: 1-3 run-length coding, 4-9
     # zlib's default). Bytes only, never pixels, so a change does not recompute existing parts.
     # Level 1 writes about the bytes of Pillow's level 6 at 4.8-5.6x its speed (benchmarks/png_encode.py).
     png_compress_level: int = Field(1, ge=0, le=9)
+    # outputs are keyed by a digest of the annotator's code as well as its version and params, so a
+    # code change recomputes what that code produced; false keys by version and params only
+    code_digest: bool = True
+    # transient failures (CUDA out of memory, device lost, worker died, timeouts): retried this many
+    # times with backoff, halving the batch; if they persist, the part is left for a later run
+    max_retries: int = Field(3, ge=0)
+    retry_backoff_s: float = Field(1.0, ge=0)
 
 
 class MineSection(MineParams):
@@ -182,6 +191,16 @@ def validate_params(params: Params, source: str = "params") -> None:
                 if node not in produced:
                     raise ParamsError(f"{source}: sample.tasks.{i}.path: node type {node!r} is produced by no "
                                       f"configured annotator (add one under annotate.annotators)")
+
+
+def check_inputs(params: Params, source: str = "params") -> None:
+    """Every configured input exists and is not empty (a missing folder fails here, not after Ray started)."""
+    from pipelines.sources import check_source
+
+    for i, src in enumerate(params.ingest.sources):
+        problem = check_source(src)
+        if problem:
+            raise ParamsError(f"{source}: ingest.sources.{i}.path: {src.path!r}: {problem}")
 
 
 def produced_nodes(params: Params) -> dict[str, str]:

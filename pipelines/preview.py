@@ -3,6 +3,13 @@
 Reads the grid shard set itself (what a trainer reads), so the preview shows the written
 bytes, not a re-rendering. Output: `<out>/preview/index.html` and `<out>/preview/img/<key>.png`
 (the grid with a red frame around the target cell). Self-contained: no scripts, no network.
+
+Shards are data, so nothing from them is trusted: a sample key becomes a file name only when
+it is a plain WebDataset key (letters, digits, `_` and `-`: vicl writes `train_000000042`)
+and the file lands inside `preview/img/`; any other key (an absolute member name, `../x`,
+a separator), a repeated key, a member that is not a regular file or a sample that cannot
+be rendered is skipped and listed in the page's "skipped" table. Every value written into
+the page, text or attribute, is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ from __future__ import annotations
 import html
 import io
 import json
+import logging
+import re
 import tarfile
 from collections import defaultdict
 from pathlib import Path
@@ -19,13 +28,35 @@ from PIL import Image
 
 from pipelines.store import write_bytes
 
+log = logging.getLogger(__name__)
 
-def iter_shard_samples(tars: list[Path]):
-    """(key, {field: bytes}) of every sample of the given tars, in file then member order."""
+_SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,199}")
+
+
+def key_problem(key: str, folder: Path) -> str | None:
+    """Why `key` cannot name `<folder>/<key>.png`, or None when it is a plain key inside it."""
+    if not _SAFE_KEY.fullmatch(key):
+        return "unsafe sample key (only letters, digits, _ and - make a file name)"
+    target = (folder / f"{key}.png").resolve()
+    if target.parent != folder.resolve():
+        return "sample key points outside the preview folder"
+    return None
+
+
+def iter_shard_samples(tars: list[Path], skipped: list[tuple[str, str]] | None = None):
+    """(key, {field: bytes}) of every sample of the given tars, in file then member order.
+
+    Members that are not regular files (links, folders, devices) are left out, each noted
+    in `skipped` as (member name, reason) when a list is given.
+    """
     for path in tars:
         current, fields = None, {}
         with tarfile.open(path) as tf:
             for member in tf:
+                if not member.isfile():
+                    if skipped is not None:
+                        skipped.append((member.name, "not a regular file in the shard"))
+                    continue
                 key, _, field = member.name.partition(".")
                 if key != current and current is not None:
                     yield current, fields
@@ -38,7 +69,7 @@ def iter_shard_samples(tars: list[Path]):
 
 def mark_target(grid_png: bytes, box: list[int], width: int = 3) -> bytes:
     grid = np.array(Image.open(io.BytesIO(grid_png)).convert("RGB"))
-    x0, y0, x1, y1 = box
+    x0, y0, x1, y1 = (int(v) for v in box)
     red = np.array([255, 0, 0], np.uint8)
     grid[y0:y0 + width, x0:x1] = red
     grid[y1 - width:y1, x0:x1] = red
@@ -49,45 +80,84 @@ def mark_target(grid_png: bytes, box: list[int], width: int = 3) -> bytes:
     return buf.getvalue()
 
 
-def pick_samples(out: Path, per_task: int) -> dict[str, list[tuple[str, dict, bytes]]]:
-    """task -> up to per_task (key, record, grid png), train split first, keys in order."""
+def pick_samples(out: Path, per_task: int,
+                 skipped: list[tuple[str, str]] | None = None) -> dict[str, list[tuple[str, dict, bytes]]]:
+    """task -> up to per_task (key, record, grid png), train split first, keys in order.
+
+    Samples without a readable record or grid are skipped (noted in `skipped`).
+    """
+    skipped = [] if skipped is None else skipped
     chosen: dict[str, list] = defaultdict(list)
     splits = sorted((p for p in (out / "shards").iterdir() if p.is_dir()), key=lambda p: (p.name != "train", p.name))
     for split in splits:
-        for key, fields in iter_shard_samples(sorted(split.glob("*.tar"))):
-            record = json.loads(fields["json"])
-            if len(chosen[record["task"]]) < per_task:
-                chosen[record["task"]].append((key, record, fields["grid.png"]))
+        for key, fields in iter_shard_samples(sorted(split.glob("*.tar")), skipped):
+            try:
+                record = json.loads(fields["json"])
+                task = str(record["task"])
+                grid = fields["grid.png"]
+            except (KeyError, TypeError, ValueError) as e:
+                skipped.append((key, f"no readable record and grid ({type(e).__name__})"))
+                continue
+            if len(chosen[task]) < per_task:
+                chosen[task].append((key, record, grid))
     return dict(sorted(chosen.items()))
+
+
+def _e(value) -> str:
+    """HTML-escaped text of any value (quotes too, so it is safe inside an attribute)."""
+    return html.escape(str(value), quote=True)
+
+
+def _figure(key: str, record: dict, png: bytes, img_dir: Path) -> str:
+    target = next(c for c in record["cells"] if c["is_target"])
+    write_bytes(mark_target(png, target["box"]), img_dir / f"{key}.png")
+    text = (record.get("instruction") or {}).get("text") or "(instruction dropped)"
+    return (f'<figure><img src="img/{_e(key)}.png" alt="{_e(key)}">'
+            f"<figcaption><b>{_e(key)}</b> {_e(record['rows'])}x{_e(record['cols'])}, "
+            f"target r{_e(target['row'])}c{_e(target['col'])} ({_e(target['node'])})<br>"
+            f"{_e(text)}</figcaption></figure>")
 
 
 def write_preview(out: str | Path, per_task: int = 2) -> Path:
     out = Path(out)
     root = out / "preview"
+    img_dir = root / "img"
+    skipped: list[tuple[str, str]] = []
+    written: set[str] = set()
     sections = []
-    for task, items in pick_samples(out, per_task).items():
+    for task, items in pick_samples(out, per_task, skipped).items():
         figures = []
         for key, record, png in items:
-            target = next(c for c in record["cells"] if c["is_target"])
-            write_bytes(mark_target(png, target["box"]), root / "img" / f"{key}.png")
-            text = record["instruction"].get("text") or "(instruction dropped)"
-            figures.append(
-                f'<figure><img src="img/{key}.png" alt="{html.escape(key)}">'
-                f"<figcaption><b>{html.escape(key)}</b> {record['rows']}x{record['cols']}, "
-                f"target r{target['row']}c{target['col']} ({html.escape(target['node'])})<br>"
-                f"{html.escape(text)}</figcaption></figure>")
+            problem = key_problem(key, img_dir) or ("repeated sample key" if key in written else None)
+            if problem is None:
+                try:
+                    figures.append(_figure(key, record, png, img_dir))
+                    written.add(key)
+                    continue
+                except (KeyError, TypeError, ValueError, StopIteration, OSError) as e:
+                    problem = f"cannot render the sample ({type(e).__name__})"
+            skipped.append((key, problem))
+        if not figures:
+            continue
         first = items[0][1]
-        axes = first.get("axes", {})
-        sections.append(f"<section><h2>{html.escape(task)}</h2><p>family {html.escape(first['family'])}, "
-                        f"columns {html.escape(' | '.join(first['columns']))}, axes "
-                        f"{html.escape(str(axes.get('semantic', '')))} / {html.escape(str(axes.get('locality', '')))}"
+        axes = first.get("axes", {}) if isinstance(first.get("axes"), dict) else {}
+        columns = first.get("columns", [])
+        sections.append(f"<section><h2>{_e(task)}</h2><p>family {_e(first.get('family', ''))}, "
+                        f"columns {_e(' | '.join(map(str, columns)) if isinstance(columns, list) else columns)}, "
+                        f"axes {_e(axes.get('semantic', ''))} / {_e(axes.get('locality', ''))}"
                         f"</p>{''.join(figures)}</section>")
+    for key, reason in skipped:
+        log.warning("preview: skipped %r: %s", key, reason)
+    warning_rows = "".join(f"<tr><td>{_e(key)}</td><td>{_e(reason)}</td></tr>" for key, reason in skipped)
+    warnings_table = (f"<section class='skipped'><h2>skipped: {len(skipped)}</h2><table>"
+                      f"<tr><th>sample key / member</th><th>why</th></tr>{warning_rows}</table></section>"
+                      if skipped else "")
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>vicl preview</title><style>"
             "body{font-family:sans-serif;margin:1em}figure{display:inline-block;vertical-align:top;"
             "margin:.5em;max-width:420px}img{max-width:400px;border:1px solid #ccc}"
-            "figcaption{font-size:12px}</style></head><body>"
-            f"<h1>vicl preview: {len(sections)} tasks, {per_task} samples each</h1>{''.join(sections)}"
-            "</body></html>")
+            "figcaption{font-size:12px}.skipped td{font-family:monospace}</style></head><body>"
+            f"<h1>vicl preview: {len(sections)} tasks, {per_task} samples each</h1>{warnings_table}"
+            f"{''.join(sections)}</body></html>")
     write_bytes(page.encode(), root / "index.html")
     return root / "index.html"
 

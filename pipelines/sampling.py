@@ -82,50 +82,55 @@ def _category_node(task: Task, categories: dict) -> str:
     return task.path[-1]
 
 
-def _pick_contexts(query: str, pool: list[str], k: int, rng: np.random.Generator, params: SamplerParams,
-                   groups: dict[str, str], embeddings: dict | None) -> list[str]:
-    """k context images from pool: not the query, preferring distinct near-duplicate groups."""
-    candidates = [i for i in pool if i != query]
-    if k == 0 or not candidates:
+def _pick_contexts(query: int, pool: np.ndarray, k: int, rng: np.random.Generator, params: SamplerParams,
+                   group: np.ndarray, embeddings: np.ndarray | None) -> list[int]:
+    """k context positions from `pool` (sorted positions): not the query, preferring distinct
+    near-duplicate groups. Random contexts look at a bounded random draw of the pool, never the
+    whole pool, so a sample costs the same on 10^3 and 10^7 images."""
+    if k == 0 or len(pool) <= 1:
         return []
-    if params.context == "retrieved" and embeddings is not None and query in embeddings:
-        q = embeddings[query]
-        sims = np.array([float(embeddings[i] @ q) if i in embeddings else -2.0 for i in candidates])
-        order = sorted(range(len(candidates)), key=lambda j: (-sims[j], candidates[j]))
-        others = [candidates[j] for j in order if groups.get(candidates[j]) != groups.get(query)]
-        near = others[:max(params.retrieval_pool, k)]
-        candidates = [near[j] for j in rng.permutation(len(near))] if near else candidates
+    if params.context == "retrieved" and embeddings is not None:
+        candidates = pool[pool != query]
+        # similarity on a 1e-6 grid, ties by position (= by id): BLAS noise never decides the order
+        sims = np.round((embeddings[candidates] @ embeddings[query]).astype(np.float64), 6)
+        order = np.lexsort((candidates, -sims))
+        ranked = candidates[order]
+        others = ranked[group[ranked] != group[query]][:max(params.retrieval_pool, k)]
+        candidates = others[rng.permutation(len(others))] if len(others) else candidates[rng.permutation(len(candidates))]
     else:
-        candidates = [candidates[j] for j in rng.permutation(len(candidates))]
-    used = {groups.get(query, query)}
-    picked = []
-    for i in candidates:  # first pass: one image per near-duplicate group
-        if len(picked) < k and groups.get(i, i) not in used:
+        draw = min(len(pool), 8 * k + 16)
+        candidates = pool[np.sort(rng.choice(len(pool), size=draw, replace=False))]
+        candidates = candidates[rng.permutation(len(candidates))]
+        candidates = candidates[candidates != query]
+    used = {int(group[query])}
+    picked: list[int] = []
+    for i in candidates.tolist():  # first pass: one image per near-duplicate group
+        if len(picked) < k and int(group[i]) not in used:
             picked.append(i)
-            used.add(groups.get(i, i))
-    for i in candidates:  # small pools: fill with any distinct image
+            used.add(int(group[i]))
+    for i in candidates.tolist():  # small pools: fill with any distinct image
         if len(picked) < k and i not in picked:
             picked.append(i)
     return picked
 
 
-def draw_sample(task: Task, split: str, eligible: list[str], rng: np.random.Generator, params: SamplerParams, *,
-                groups: dict[str, str], embeddings: dict | None = None, pools: dict[str, list[str]] | None = None,
-                captions: dict[str, str] | None = None) -> dict:
-    """One sample of a task from its eligible images (sorted). `pools`: same-category pools."""
+def draw_sample(task: Task, split: str, eligible: np.ndarray, rng: np.random.Generator, params: SamplerParams, *,
+                ids, group: np.ndarray, embeddings: np.ndarray | None = None,
+                pools: dict[int, np.ndarray] | None = None, captions: dict[str, str] | None = None) -> dict:
+    """One sample of a task from its eligible image positions (sorted). `pools`: same-category pools."""
     row_counts = sorted(params.rows)
     rows = int(rng.choice(row_counts, p=np.array([params.rows[k] for k in row_counts])))
-    query = eligible[int(rng.integers(len(eligible)))]
+    query = int(eligible[int(rng.integers(len(eligible)))])
     pool = pools[query] if pools is not None else eligible
-    contexts = _pick_contexts(query, pool, min(rows, len(pool)) - 1, rng, params, groups, embeddings)
-    image_ids = contexts + [query]
+    contexts = _pick_contexts(query, pool, min(rows, len(pool)) - 1, rng, params, group, embeddings)
+    image_ids = [ids[i] for i in contexts + [query]]
     rows = len(image_ids)
     perm = rng.permutation(len(task.path) - 1).tolist()
     columns = [task.path[i] for i in perm] + [task.path[-1]]
     cols = len(columns)
     target_col = int(rng.integers(cols)) if rng.random() < params.cloze_probability else cols - 1
     ip = params.instructions
-    instruction = build_instruction(rows, columns, rng, caption=(captions or {}).get(query, ""),
+    instruction = build_instruction(rows, columns, rng, caption=(captions or {}).get(image_ids[-1], ""),
                                     task_keep=ip.task_keep, content_keep=ip.content_keep, drop_all=ip.drop_all,
                                     phrases_file=ip.phrases_file)
     return {"split": split, "task": task.name, "family": task.family, "meta_task": task.meta_task,
@@ -135,52 +140,99 @@ def draw_sample(task: Task, split: str, eligible: list[str], rng: np.random.Gene
             "instruction": instruction, "context_mode": params.context}
 
 
-def _default_split_of(ids, params: SamplerParams) -> dict[str, str]:
-    return {i: split_of_group(i, params.eval_fraction, params.seed) for i in ids}
+class _Ids:
+    """Position -> id string, materialised only for the images a sample draws."""
+
+    def __init__(self, ids):
+        self.ids = ids
+
+    def __getitem__(self, i: int) -> str:
+        value = self.ids[int(i)]
+        return value.as_py() if hasattr(value, "as_py") else value
 
 
-def sample(index: dict[str, set[str]], tasks: list[Task], params, *, split_of: dict[str, str] | None = None,
-           groups: dict[str, str] | None = None, embeddings: dict | None = None,
+def _compact(index, split_of, groups, embeddings, categories):
+    """Accept the plain-dict forms (tests, small stores) as well as the catalog's compact index."""
+    from pipelines.catalog import NodeIndex
+
+    if not isinstance(index, NodeIndex):
+        all_ids = sorted(set().union(*index.values())) if index else []
+        pos = {i: k for k, i in enumerate(all_ids)}
+        masks = {}
+        for node, members in index.items():
+            m = np.zeros(len(all_ids), bool)
+            m[[pos[i] for i in members]] = True
+            masks[node] = m
+        import pyarrow as pa
+
+        index = NodeIndex(pa.array(all_ids, pa.string()), pa.array([""] * len(all_ids), pa.string()), masks)
+    ids = index.ids.to_pylist() if len(index) < 200_000 else index.ids
+    n = len(index)
+    if isinstance(split_of, dict) or split_of is None:
+        names = [split_of.get(i) if split_of else None for i in (ids if isinstance(ids, list) else ids.to_pylist())]
+        split_of = np.array([x if x is not None else "" for x in names], dtype=object) if split_of else None
+    if isinstance(groups, dict) or groups is None:
+        id_list = ids if isinstance(ids, list) else ids.to_pylist()
+        pos = {i: k for k, i in enumerate(id_list)}
+        groups = np.array([pos.get((groups or {}).get(i, i), k) for k, i in enumerate(id_list)], np.int64)
+    if isinstance(embeddings, dict):
+        id_list = ids if isinstance(ids, list) else ids.to_pylist()
+        dim = len(next(iter(embeddings.values())))
+        embeddings = np.stack([embeddings.get(i, np.zeros(dim)) for i in id_list]).astype(np.float32)
+    return index, ids, n, split_of, groups, embeddings, categories or {}
+
+
+def sample(index, tasks: list[Task], params, *, split_of=None, groups=None, embeddings=None,
            categories: dict[tuple[str, str], str] | None = None, captions: dict[str, str] | None = None,
            mined: list[dict] | None = None) -> list[dict]:
-    """Samples of every task and split, keyed `<split>_<9 digits>` in generation order."""
-    all_ids = sorted(set().union(*index.values())) if index else []
-    split_of = split_of if split_of is not None else _default_split_of(all_ids, params)
-    groups = groups or {}
-    categories = categories or {}
+    """Samples of every task and split, keyed `<split>_<9 digits>` in generation order.
+
+    `index`: the catalog's NodeIndex, or {node: set of ids}; `split_of`, `groups`, `embeddings`:
+    arrays aligned with the index's sorted ids (or the dict forms)."""
+    index, ids, n, split_arr, group, emb, categories = _compact(index, split_of, groups, embeddings, categories)
+    if split_arr is None:
+        id_list = ids if isinstance(ids, list) else ids.to_pylist()
+        split_arr = np.array([split_of_group(i, params.eval_fraction, params.seed) for i in id_list], dtype=object)
+    ids = _Ids(ids)
     heldout = set(params.heldout_tasks) | {t.name for t in tasks if t.family in params.heldout_families}
-    eligible_of = {t.name: sorted(set.intersection(*(index.get(n, set()) for n in t.path))) for t in tasks}
+    eligible_of = {}
+    for t in tasks:
+        mask = np.ones(n, bool)
+        for node in t.path:
+            mask &= index.has(node)
+        eligible_of[t.name] = mask
+    is_train = split_arr == "train"
     seen = [t for t in tasks if t.name not in heldout]
-    counts = task_counts(seen, {t.name: len([i for i in eligible_of[t.name] if split_of.get(i) == "train"])
-                                for t in seen}, params)
+    counts = task_counts(seen, {t.name: int((eligible_of[t.name] & is_train).sum()) for t in seen}, params)
     n_eval = max(1, round(params.samples_per_task * params.eval_fraction))
     out = []
     for split in SPLITS:
         if split != "train" and params.eval_fraction == 0:
             continue
+        image_split = split_arr == ("eval" if split == EVAL_UNSEEN else split)
         for task in tasks:
             if (task.name in heldout) != (split == EVAL_UNSEEN):
                 continue
-            image_split = "eval" if split == EVAL_UNSEEN else split
-            eligible = [i for i in eligible_of[task.name] if split_of.get(i) == image_split]
+            eligible = np.nonzero(eligible_of[task.name] & image_split)[0]
             pools = None
             if task.same_category:
                 node = _category_node(task, categories)
                 by_cat = defaultdict(list)
-                for i in eligible:
-                    if categories.get((node, i)):
-                        by_cat[categories[(node, i)]].append(i)
-                eligible = sorted(i for ids in by_cat.values() for i in ids)
-                pools = {i: ids for ids in by_cat.values() for i in ids}
-            n = counts.get(task.name, 0) if split == "train" else n_eval
-            if not eligible or n == 0:
+                for i in eligible.tolist():
+                    cat = categories.get((node, ids[i]))
+                    if cat:
+                        by_cat[cat].append(i)
+                eligible = np.array(sorted(i for members in by_cat.values() for i in members), np.int64)
+                pools = {i: np.array(members, np.int64) for members in by_cat.values() for i in members}
+            count = counts.get(task.name, 0) if split == "train" else n_eval
+            if not len(eligible) or count == 0:
                 continue
             rng = task_rng(params.seed, split, task.name)
-            for _ in range(n):
-                out.append(draw_sample(task, split, eligible, rng, params, groups=groups, embeddings=embeddings,
+            for _ in range(count):
+                out.append(draw_sample(task, split, eligible, rng, params, ids=ids, group=group, embeddings=emb,
                                        pools=pools, captions=captions))
     if mined:
-        out.extend(mined_samples(mined, split_of, params))
+        out.extend(mined_samples(mined, {}, params))
     return assign_keys(out)
 
 

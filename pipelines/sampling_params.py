@@ -48,8 +48,12 @@ class SamplerParams(_Section):
     cloze_probability: float = Field(0.5, ge=0, le=1)  # target is a random cell of the query row
     context: Literal["random", "retrieved"] = "random"
     retrieval_pool: int = Field(8, ge=1)  # retrieved: contexts drawn among the query's k nearest
-    near_duplicate_threshold: float = Field(0.95, gt=0, le=1)  # cosine of the weight-free embedding
-    embedding_size: int = Field(128, ge=32)  # side the embedder resizes images to
+    # near-duplicate groups (leak-free splits) and retrieved contexts use the embedding node of this
+    # annotator (always computed by `vicl annotate`): embed_colour_stats (weight-free), embed_clip, embed_dinov2
+    split_embedder: str = "embed_colour_stats"
+    near_duplicate_threshold: float = Field(0.95, gt=0, le=1)  # cosine of the split embedder's vectors
+    near_duplicate_nprobe: int = Field(16, ge=1)  # IVF cells searched per image on large corpora (faiss)
+    leakage_max_hamming: int = Field(6, ge=0, le=64)  # the leakage re-check: dHash64 Hamming distance
     heldout_tasks: list[str] = Field(default_factory=list)  # unseen-task eval: split "eval_unseen"
     heldout_families: list[str] = Field(default_factory=list)
     mined_quadruplets: str | None = None  # parquet table of the mining stage -> task "mined_edit"
@@ -76,8 +80,25 @@ class ExportParams(_Section):
     # zlib level of the grid / cell PNGs (pipelines.images.encode_png): 1 is the fastest that
     # compresses, at about the bytes of Pillow's level 6 (benchmarks/png_encode.py); lossless either way
     png_compress_level: int = Field(1, ge=0, le=9)
-    graph200k: bool = False  # also write the Graph200K-compatible folder export
-    graph200k_quality: int = Field(95, ge=1, le=100)
+    graph200k: bool = False  # also write the Graph200K-compatible folder export (pipelines/graph200k_export.py)
+    graph200k_quality: int = Field(95, ge=1, le=100)  # JPEG quality of its files
+    # data.json paths: absolute (as VisualCloze's processing.py writes them: its reader opens them from
+    # any working directory) or relative to the export folder (movable; start the reader there)
+    graph200k_paths: Literal["absolute", "relative"] = "absolute"
+    # relative mode: paths start with this folder, where the export is to lie under the reader's working
+    # directory (VisualCloze's repo root: its train.py runs there and its Frost degradation needs that)
+    graph200k_relative_prefix: str = "dataset/graph200k"
+    # minimum quality_assessment scores of a row that has a reference (Graph200K: objectConsistency >= 3).
+    # drop_reference: a row below keeps its other nodes, not its reference; drop_row: the row is left out
+    graph200k_quality_filter: dict[str, float] = Field(default_factory=lambda: {"objectConsistency": 3.0})
+    graph200k_quality_filter_action: Literal["drop_reference", "drop_row"] = "drop_reference"
+    # objectConsistency given to a reference whose source carries no score (0: not trusted by the filter)
+    graph200k_unscored_object_consistency: float = Field(0.0, ge=0)
+    # a task path goes into visualcloze_tasks.json when at least this many rows serve it (VisualCloze's
+    # reader draws up to 3 rows per item and loops forever on a path with fewer)
+    graph200k_min_task_rows: int = Field(3, ge=3)
+    # write Graph200K's degradation nodes too (VisualCloze's reader renders its own from the target)
+    graph200k_degradations: bool = True
     preview_per_task: int = Field(2, ge=0)
 
     @field_validator("cell_size")

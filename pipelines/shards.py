@@ -16,6 +16,7 @@ from PIL import Image
 
 from pipelines.images import decode_rgb, encode_png
 from pipelines.layouts import cell_shape, compose_grid, fit_cell, sequence_field
+from pipelines.node_types import resample_kind
 from pipelines.sample_schema import GRID_FIELD, JSON_FIELD, SCHEMA_VERSION, cell_boxes
 from pipelines.sampling_params import ExportParams
 from pipelines.store import atomic_path
@@ -69,7 +70,8 @@ def build_record(sample: dict, hw: tuple[int, int]) -> dict:
 
 class CellCache:
     """The fitted cells of one shard: a cell that several samples share (same node, image and
-    cell shape) is decoded and resized once, and its PNG (sequence layout) encoded once."""
+    cell shape) is decoded and resized once, and its PNG (sequence layout) encoded once. The
+    resize follows the node type's resample kind (lines, labels or continuous)."""
 
     def __init__(self, cells: dict[tuple[str, str], bytes], compress_level: int = 1):
         self.cells = cells
@@ -85,7 +87,7 @@ class CellCache:
     def fitted(self, ref: tuple[str, str], hw: tuple[int, int]) -> np.ndarray:
         key = (ref, hw)
         if key not in self._fitted:
-            self._fitted[key] = fit_cell(decode_rgb(self.cells[ref]), hw)
+            self._fitted[key] = fit_cell(decode_rgb(self.cells[ref]), hw, resample_kind(ref[0]))
         return self._fitted[key]
 
     def png(self, ref: tuple[str, str], hw: tuple[int, int]) -> bytes:

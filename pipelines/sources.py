@@ -1,12 +1,15 @@
-"""Image sources: list input references cheaply on the driver, load their bytes in workers.
+"""Image sources: list input entries cheaply on the driver, load their bytes in workers.
 
-A reference is a string that names one input inside its source:
+An entry names one input inside its source:
   embedded   skimage:<name>?x0=..&y0=..&x1=..&y1=..&flip=..&size=..   (a derived crop)
   folder     the file's absolute path
-  webdataset <tar path>#<member name>
+  webdataset <tar path>#<member name>[@<n> for the n-th later member of the same name]
   parquet    <parquet path>#<row index>
-References are listed in a deterministic order and cut into fixed chunks; each chunk
-becomes one ingest part, so the part a file lands in never depends on timing.
+with the container it is read from and the container's stamp (size and mtime): listing a
+folder of 10^6 files stats them and reads none, and a container whose stamp is unchanged is
+not even re-listed (its previous entries are reused). An input that cannot be taken (a link,
+an unsafe member name, a corrupt container) is still an entry, with `reject` set, so it
+becomes a failure row like any bad image and the run goes on.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ from __future__ import annotations
 import glob
 import io
 import os
+import posixpath
+import stat
 import tarfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
@@ -94,84 +100,248 @@ def render_embedded(ref: str) -> bytes:
     return buf.getvalue()
 
 
+
+@dataclass(frozen=True)
+class Entry:
+    ref: str  # unique reference of one input
+    container: str = ""  # the file it is read from ("" for embedded crops)
+    stamp: str = ""  # "<size>:<mtime_ns>" of the container: a new stamp means new content
+    reject: str | None = None  # "reason: detail" for an input that is listed but cannot be taken
+
+
+def _stamp(st: os.stat_result) -> str:
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def _expand(path: str) -> list[str]:
     p = os.path.abspath(os.path.expanduser(path))
-    matches = sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
+    matches = sorted(glob.glob(p)) if any(c in p for c in "*?[") else ([p] if os.path.exists(p) else [])
     if not matches:
         raise FileNotFoundError(f"no input matches {path!r}")
     return matches
 
 
-def list_refs(source: SourceParams) -> list[str]:
+def _container_files(source: SourceParams) -> list[str]:
+    files = []
+    for path in _expand(source.path):
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"ingest {source.kind} source {source.path!r}: {path} is a folder; give a file "
+                                    f"or a glob such as '{os.path.join(source.path, '*.tar' if source.kind == 'webdataset' else '*.parquet')}'")
+        files.append(path)
+    return files
+
+
+def check_source(source: SourceParams) -> str | None:
+    """Why a source cannot be read at all (missing, empty, a folder given as a file set), or None.
+    Cheap (stat and one directory entry), so `vicl validate` and every stage ask before Ray starts.
+    A relative path resolves against the working directory."""
     if source.kind == "embedded":
-        return embedded_refs(source.count, source.size)
+        return None
+    try:
+        matches = _expand(source.path)
+    except FileNotFoundError:
+        return f"no such file or folder (relative paths resolve against {os.getcwd()})"
     if source.kind == "folder":
-        root = _expand(source.path)[0]
-        if not os.path.isdir(root):
-            raise NotADirectoryError(f"ingest folder source {source.path!r} is not a directory")
-        refs = []
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            refs.extend(os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith("."))
-        return sorted(refs)
-    if source.kind == "webdataset":
-        refs = []
-        exts = set(source.image_extensions)
-        for tar_path in _expand(source.path):
-            with tarfile.open(tar_path) as tar:
-                for member in tar:
-                    if member.isfile() and member.name.split(".", 1)[-1].lower() in exts:
-                        refs.append(f"{tar_path}#{member.name}")
-        return refs
-    if source.kind == "parquet":
-        import pyarrow.parquet as pq
-
-        refs = []
-        for path in _expand(source.path):
-            n = pq.ParquetFile(path).metadata.num_rows
-            refs.extend(f"{path}#{i}" for i in range(n))
-        return refs
-    raise ValueError(source.kind)
+        if not os.path.isdir(matches[0]):
+            return "not a folder"
+        for _, _, files in os.walk(matches[0]):
+            if any(not f.startswith(".") for f in files):
+                return None
+        return "the folder holds no files"
+    try:
+        _container_files(source)
+    except IsADirectoryError as e:
+        return str(e).split(": ", 1)[1]
+    return None
 
 
-def load_chunk(source: SourceParams, refs: list[str]) -> Iterator[tuple[str, bytes | Exception]]:
-    """(ref, bytes) for each reference; an unreadable one yields the exception instead."""
+def list_entries(source: SourceParams, previous: dict[str, list[Entry]] | None = None) -> list[Entry]:
+    """Every input of a source, in a deterministic order. `previous`: container -> its entries from
+    the last listing; a container with the same stamp is not opened again."""
+    previous = previous or {}
     if source.kind == "embedded":
-        for ref in refs:
-            yield ref, render_embedded(ref)
-    elif source.kind == "folder":
-        for ref in refs:
-            try:
-                yield ref, Path(ref).read_bytes()
-            except OSError as e:
-                yield ref, e
-    elif source.kind == "webdataset":
-        by_tar: dict[str, set[str]] = {}
-        for ref in refs:
-            tar_path, member = ref.split("#", 1)
-            by_tar.setdefault(tar_path, set()).add(member)
-        data: dict[str, bytes | Exception] = {}
-        for tar_path, members in by_tar.items():
-            with tarfile.open(tar_path) as tar:
-                for m in tar:
-                    if m.name in members:
-                        data[f"{tar_path}#{m.name}"] = tar.extractfile(m).read()
-        for ref in refs:
-            yield ref, data.get(ref, FileNotFoundError(ref))
-    elif source.kind == "parquet":
-        import pyarrow.parquet as pq
+        return [Entry(ref) for ref in embedded_refs(source.count, source.size)]
+    if source.kind == "folder":
+        return _folder_entries(source)
+    out = []
+    for path in _container_files(source):
+        stamp = _stamp(os.stat(path))
+        old = previous.get(path)
+        if old and old[0].stamp == stamp:
+            out.extend(old)
+        elif source.kind == "webdataset":
+            out.extend(_tar_entries(path, stamp, {e.lower() for e in source.image_extensions}))
+        elif source.kind == "parquet":
+            out.extend(_parquet_entries(path, stamp, source.image_column))
+        else:
+            raise ValueError(source.kind)
+    return out
 
-        by_file: dict[str, list[int]] = {}
-        for ref in refs:
-            path, row = ref.rsplit("#", 1)
-            by_file.setdefault(path, []).append(int(row))
-        data = {}
-        for path, rows in by_file.items():
-            column = pq.read_table(path, columns=[source.image_column])[source.image_column]
-            for row in rows:
-                value = column[row].as_py()
-                if isinstance(value, dict):  # HF datasets Image feature: {bytes, path}
-                    value = value.get("bytes")
-                data[f"{path}#{row}"] = value if isinstance(value, bytes) else ValueError("no image bytes")
-        for ref in refs:
-            yield ref, data[ref]
+
+def list_refs(source: SourceParams) -> list[str]:
+    """The references of the inputs that can be taken."""
+    return [e.ref for e in list_entries(source) if e.reject is None]
+
+
+def _folder_entries(source: SourceParams) -> list[Entry]:
+    root = _expand(source.path)[0]
+    if not os.path.isdir(root):
+        raise NotADirectoryError(f"ingest folder source {source.path!r} is not a directory")
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=source.follow_links):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode):
+                    if not source.follow_links:
+                        out.append(Entry(path, path, "", "link: symbolic link not followed (ingest source "
+                                                         "follow_links: true takes it)"))
+                        continue
+                    st = os.stat(path)
+            except OSError as e:
+                out.append(Entry(path, path, "", f"unreadable: {e.strerror or type(e).__name__}"))
+                continue
+            out.append(Entry(path, path, _stamp(st)))
+    return sorted(out, key=lambda e: e.ref)
+
+
+def _member_problem(member: tarfile.TarInfo) -> str | None:
+    name = member.name
+    if member.issym() or member.islnk():
+        return "link: tar member is a link"
+    if not member.isfile():
+        return None if member.isdir() else "not_a_file: tar member is not a regular file"
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith("/") or posixpath.isabs(name) or ".." in parts:
+        return "unsafe_name: member path leaves the archive"
+    return None
+
+
+def _tar_entries(path: str, stamp: str, exts: set[str]) -> list[Entry]:
+    """Image members of one tar (WebDataset layout). Members listed as they come; a tar cut short
+    keeps the members before the cut and gets one `corrupt_container` entry with the offset."""
+    out, count, keys_with_image, others = [], {}, set(), []
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for member in tar:
+                problem = _member_problem(member)
+                if member.isdir():
+                    continue
+                n = count.get(member.name, 0)
+                count[member.name] = n + 1
+                ref = f"{path}#{member.name}" + (f"@{n}" if n else "")
+                base = posixpath.basename(member.name)
+                key = posixpath.join(posixpath.dirname(member.name), base.split(".", 1)[0])
+                is_image = "." in base and base.rsplit(".", 1)[-1].lower() in exts
+                if problem:
+                    out.append(Entry(ref, path, stamp, problem))
+                elif is_image:
+                    keys_with_image.add(key)
+                    out.append(Entry(ref, path, stamp))
+                else:
+                    others.append((key, ref))
+    except (tarfile.TarError, EOFError, OSError) as e:
+        detail = f"{type(e).__name__} after {len(out) + len(others)} members"
+        out.append(Entry(f"{path}#", path, stamp, f"corrupt_container: {detail}"))
+    # A member that is not an image is a sample's companion (caption, json) when its key has an
+    # image; alone, it is an input we cannot use.
+    out += [Entry(ref, path, stamp, "not_an_image: no image extension") for key, ref in others
+            if key not in keys_with_image]
+    return out
+
+
+def _parquet_entries(path: str, stamp: str, column: str) -> list[Entry]:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is this container's failure
+        return [Entry(f"{path}#", path, stamp, f"corrupt_container: {type(e).__name__}")]
+    if column not in meta.schema_arrow.names:
+        return [Entry(f"{path}#", path, stamp, f"missing_column: no column {column!r} "
+                                               f"(has {', '.join(meta.schema_arrow.names)})")]
+    return [Entry(f"{path}#{i}", path, stamp) for i in range(meta.metadata.num_rows)]
+
+
+def load_chunk(source: SourceParams, entries: list[Entry]) -> Iterator[tuple[str, bytes | Exception]]:
+    """(ref, bytes) for each entry, in order; an unreadable or rejected one yields an exception instead."""
+    from pipelines.images import ImageRejected
+
+    data: dict[str, bytes | Exception] = {}
+    by_container: dict[str, set[str]] = {}
+    for e in entries:
+        if e.reject is not None:
+            reason, _, detail = e.reject.partition(": ")
+            data[e.ref] = ImageRejected(reason, detail)
+        elif source.kind in ("webdataset", "parquet"):
+            by_container.setdefault(e.container, set()).add(e.ref)
+    for container, refs in sorted(by_container.items()):
+        loader = _load_tar if source.kind == "webdataset" else _load_parquet_rows
+        data.update(loader(container, refs, source))
+    for e in entries:
+        if e.ref in data:
+            yield e.ref, data[e.ref]
+        elif source.kind == "embedded":
+            yield e.ref, render_embedded(e.ref)
+        elif source.kind == "folder":
+            yield e.ref, _read_file(e.ref, source.follow_links)
+        else:
+            yield e.ref, ImageRejected("unreadable", "input no longer in its container")
+
+
+def _read_file(path: str, follow_links: bool) -> bytes | Exception:
+    try:
+        flags = os.O_RDONLY | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, flags)
+        with os.fdopen(fd, "rb") as f:
+            return f.read()
+    except OSError as e:
+        return OSError(e.strerror or type(e).__name__)
+
+
+def _load_tar(path: str, refs: set[str], source: SourceParams) -> dict[str, bytes | Exception]:
+    out: dict[str, bytes | Exception] = {}
+    count: dict[str, int] = {}
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for member in tar:
+                n = count.get(member.name, 0)
+                count[member.name] = n + 1
+                ref = f"{path}#{member.name}" + (f"@{n}" if n else "")
+                if ref in refs:
+                    try:
+                        out[ref] = tar.extractfile(member).read()
+                    except (tarfile.TarError, EOFError, OSError) as e:
+                        out[ref] = _corrupt(e)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        out.update({ref: _corrupt(e) for ref in refs if ref not in out})
+    return out
+
+
+def _corrupt(e: Exception) -> Exception:
+    from pipelines.images import ImageRejected
+
+    return ImageRejected("corrupt_container", type(e).__name__)
+
+
+def _load_parquet_rows(path: str, refs: set[str], source: SourceParams) -> dict[str, bytes | Exception]:
+    import pyarrow.parquet as pq
+
+    from pipelines.images import ImageRejected
+
+    rows = sorted(int(r.rsplit("#", 1)[1]) for r in refs)
+    try:
+        column = pq.read_table(path, columns=[source.image_column])[source.image_column]
+    except Exception as e:  # noqa: BLE001 - the file changed or broke since it was listed
+        return {f"{path}#{i}": _corrupt(e) for i in rows}
+    out: dict[str, bytes | Exception] = {}
+    for i in rows:
+        value = column[i].as_py() if i < len(column) else None
+        if isinstance(value, dict):  # HF datasets Image feature: {bytes, path}
+            value = value.get("bytes")
+        out[f"{path}#{i}"] = value if isinstance(value, bytes) else ImageRejected("not_an_image", "no image bytes")
+    return out

@@ -11,19 +11,31 @@ from pipelines.store import NodeStore
 
 
 def status_report(params: Params, store: NodeStore) -> str:
-    from pipelines.stages.annotate import plan
+    from pipelines.annotation_plan import plan
+    from pipelines.stages.ingest import summarise_ingest
 
     lines = []
     marker = store.images_dir / "ingest.json"
     if not marker.exists():
-        lines.append("ingest:   not run")
-        return "\n".join(lines + ["annotate: waiting for ingest", "sample:   waiting", "export:   waiting"])
-    total = json.loads(marker.read_text())["parts"]
+        return "\n".join(["ingest:   not run (`vicl ingest`)", "annotate: waiting for ingest", "mine:     waiting",
+                          "sample:   waiting", "export:   waiting"])
+    info = json.loads(marker.read_text())
     parts = store.image_parts()
-    lines.append(f"ingest:   {len(parts)}/{total} parts" + ("" if len(parts) == total else " (incomplete)"))
-    for run in plan(params, store):
+    ingest = summarise_ingest(store)
+    lines.append(f"ingest:   {len(parts)}/{info['parts']} parts, {ingest['ok']} images, {ingest['failed']} failed"
+                 + ("" if len(parts) == info["parts"] else " (incomplete: run `vicl ingest`)"))
+    runs = plan(params, store)
+    for run in runs:
         done = sum((run.folder / p.name).exists() for p in parts)
-        lines.append(f"annotate: {run.name:<20} {done}/{len(parts)} parts  -> {', '.join(run.produces)}")
+        lines.append(f"annotate: {run.name:<24} {done}/{len(parts)} parts  -> {', '.join(run.produces)}")
+    mined = store.mined_dir / "mined.json"
+    if not params.mine.enabled:
+        lines.append("mine:     disabled")
+    elif mined.exists() and json.loads(mined.read_text()).get("enabled", True):
+        m = json.loads(mined.read_text())
+        lines.append(f"mine:     {m.get('pairs', 0)} pairs -> {m.get('quadruplets', 0)} quadruplets")
+    else:
+        lines.append("mine:     not run")
     if store.samples_path.exists():
         import pyarrow.parquet as pq
 
@@ -32,11 +44,23 @@ def status_report(params: Params, store: NodeStore) -> str:
     else:
         lines.append("sample:   not run")
     out = Path(params.paths.out)
-    shards = sorted((out / "shards").glob("*/*.tar"))
+    grid = sorted((out / "shards").glob("*/*.tar"))
+    seq = sorted((out / "shards_seq").glob("*/*/*.tar"))
+    plan_file = out / "shards_plan.json"
+    planned = len(json.loads(plan_file.read_text())) if plan_file.exists() else 0
     manifest = out / "manifest.json"
-    lines.append(f"export:   {len(shards)} shards" + (", manifest written" if manifest.exists() else ", no manifest"))
-    failures = store.failures().to_pylist()
-    if failures:
-        reasons = Counter(f"{f['stage']}/{f['reason']}" for f in failures)
-        lines.append("failures: " + ", ".join(f"{k} x{v}" for k, v in sorted(reasons.items())))
+    lines.append(f"export:   {len(grid) + len(seq)}/{planned} shards ({len(grid)} grid, {len(seq)} sequence)"
+                 + (", manifest written" if manifest.exists() else ", no manifest"))
+    failures = store.failures([r.folder for r in runs])
+    if failures.num_rows:
+        reasons = Counter(f"{s}/{r}" for s, r in zip(failures["stage"].to_pylist(), failures["reason"].to_pylist()))
+        lines.append(f"failures: {failures.num_rows}: " + ", ".join(f"{k} x{v}" for k, v in sorted(reasons.items())))
+    quality = out / "quality.parquet"
+    if quality.exists():
+        import pyarrow.parquet as pq
+
+        q = pq.read_table(quality, columns=["annotator", "reason"])
+        if q.num_rows:
+            held = Counter(f"{a}/{r}" for a, r in zip(q["annotator"].to_pylist(), q["reason"].to_pylist()))
+            lines.append(f"held back: {q.num_rows}: " + ", ".join(f"{k} x{v}" for k, v in sorted(held.items())))
     return "\n".join(lines)

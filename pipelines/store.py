@@ -1,16 +1,22 @@
 """The node store: Parquet part files, one row per (image id, node type), that every stage reads and writes.
 
 Layout under `paths.store`:
-  images/part-NNNNN.parquet                      ingest output (node "image"), parts of `part_size` images
-  images/ingest.json                             fingerprint of the ingest (params + input listing)
-  nodes/<annotator>/<params_hash>/annotator.json  name, version, params, produces
-  nodes/<annotator>/<params_hash>/part-NNNNN.parquet  one file per image part, same part number
-  samples/samples.parquet                        the sampler's output
+  images/part-<id>.parquet                        ingest output (node "image"); <id> is a digest of the
+                                                  part's input references, so an image never moves
+  images/listing.parquet                          every live input reference: (ref, stamp, part, seq)
+  images/tombstones.parquet                       (part, image_id) rows whose input disappeared or changed
+  nodes/<annotator>/<key>/annotator.json          name, version, params, code digest, produces
+  nodes/<annotator>/<key>/part-<id>.parquet       one file per image part, same part id
+  <folder>/_summary.parquet                       (part, image_id, node_type, error, quality[, ref]) of every
+                                                  row of the folder's parts, kept up to date incrementally
+  nodes/catalog.json                              where every node type lives (pipelines/catalog.py)
+  samples/                                        the sampler's outputs, written together as one set
 
 A part is complete exactly when its file exists: it is written under a temporary name and
-renamed. Re-runs skip complete parts, so a killed run resumes and a newly configured
-annotator computes only its own parts. Rows whose annotator failed carry `error` and no data.
-No per-image files: DVC stays fast.
+renamed. Parts are immutable: new inputs go to new parts, so adding images computes only
+the new parts of every annotator, and a killed run resumes. Rows whose annotator failed
+carry `error` and no data; rows whose output is degenerate carry `quality` (a reason) and
+their data, and are never used as nodes. No per-image files: DVC stays fast.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ NODE_SCHEMA = pa.schema([
     ("params_hash", pa.string()),
     ("seconds", pa.float64()),  # compute time attributed to this row
     ("error", pa.string()),  # null when ok
+    ("quality", pa.string()),  # null when usable; else why the output is degenerate (no_person, ...)
 ])
 
 FAILURE_SCHEMA = pa.schema([
@@ -50,7 +57,17 @@ FAILURE_SCHEMA = pa.schema([
     ("detail", pa.string()),
 ])
 
-_PART_RE = re.compile(r"part-(\d{5})\.parquet$")
+_PART_RE = re.compile(r"part-([0-9a-z]+)\.parquet$")
+ROW_GROUP = 16  # rows per Parquet row group: a reader of a few cells skips the rest by image id statistics
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _umask_mode()
 
 
 @contextmanager
@@ -62,6 +79,7 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; outputs get the umask's mode like any written file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -76,9 +94,9 @@ def _write_options(columns: list[str]) -> dict:
             "use_dictionary": small, "write_statistics": small}
 
 
-def write_table(table: pa.Table, path: str | Path) -> None:
+def write_table(table: pa.Table, path: str | Path, row_group_size: int | None = None) -> None:
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, **_write_options(table.column_names))
+        pq.write_table(table, tmp, row_group_size=row_group_size, **_write_options(table.column_names))
 
 
 @contextmanager
@@ -88,7 +106,7 @@ def part_writer(path: str | Path, schema: pa.Schema):
     with atomic_path(path) as tmp:
         writer = pq.ParquetWriter(tmp, schema, **_write_options(schema.names))
         try:
-            yield writer.write_table
+            yield lambda table: writer.write_table(table, row_group_size=ROW_GROUP)
         finally:
             writer.close()
 
@@ -102,15 +120,15 @@ def write_json(obj, path: str | Path) -> None:
     write_bytes((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), path)
 
 
-def part_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
+def part_name(part_id: str) -> str:
+    return f"part-{part_id}.parquet"
 
 
-def part_index(path: str | Path) -> int:
+def part_id(path: str | Path) -> str:
     m = _PART_RE.search(str(path))
     if not m:
         raise ValueError(f"not a part file: {path}")
-    return int(m.group(1))
+    return m.group(1)
 
 
 def clean_temp_files(folder: Path) -> None:
@@ -118,6 +136,54 @@ def clean_temp_files(folder: Path) -> None:
     if folder.is_dir():
         for p in folder.rglob(".*.tmp"):
             p.unlink(missing_ok=True)
+
+
+SUMMARY = "_summary.parquet"
+SUMMARY_SCHEMA = pa.schema([
+    ("part", pa.string()), ("image_id", pa.string()), ("node_type", pa.string()), ("error", pa.string()),
+    ("quality", pa.string()), ("ref", pa.string()),  # ref: the input reference (image parts only)
+])
+
+
+def _part_summary(path: Path) -> pa.Table:
+    columns = pq.read_schema(path).names
+    t = pq.read_table(path, columns=[c for c in ("image_id", "node_type", "error", "quality", "meta")
+                                     if c in columns])
+    n = t.num_rows
+    quality = t["quality"] if "quality" in columns else pa.nulls(n, pa.string())
+    if t["node_type"].to_pylist()[:1] == ["image"]:  # ingest rows: keep the reference for the failures table
+        ref = pa.array([json.loads(m).get("source") for m in t["meta"].to_pylist()], pa.string())
+    else:
+        ref = pa.nulls(n, pa.string())
+    return pa.table({"part": pa.array([part_id(path)] * n, pa.string()), "image_id": t["image_id"],
+                     "node_type": t["node_type"], "error": t["error"], "quality": quality, "ref": ref},
+                    schema=SUMMARY_SCHEMA)
+
+
+def folder_summary(folder: Path) -> pa.Table:
+    """(part, image_id, node_type, error, quality, ref) of every row of a folder's parts.
+
+    Kept in `<folder>/_summary.parquet` and updated incrementally: only parts written since the
+    last summary are read, and rows of parts that are gone are dropped. The stage that writes a
+    folder brings its summary up to date when it ends, so later stages only read it (and DVC
+    sees no stage change another stage's output). This is what every later stage's bookkeeping
+    reads (a few compact columns), never the parts themselves."""
+    path = folder / SUMMARY
+    parts = {part_id(p): p for p in folder.glob("part-*.parquet")} if folder.is_dir() else {}
+    old = pq.read_table(path) if path.exists() else SUMMARY_SCHEMA.empty_table()
+    old_parts = set(old["part"].unique().to_pylist())
+    new = [_part_summary(parts[k]) for k in sorted(set(parts) - old_parts)]
+    if old_parts - set(parts):
+        old = old.filter(pa.compute.is_in(old["part"], pa.array(sorted(parts), pa.string())))
+    if new or old_parts - set(parts):
+        table = pa.concat_tables([old, *new]).sort_by([("part", "ascending"), ("image_id", "ascending"),
+                                                       ("node_type", "ascending")])
+        if parts:
+            write_table(table, path)
+        elif path.exists():
+            path.unlink()
+        return table
+    return old
 
 
 class NodeStore:
@@ -134,73 +200,150 @@ class NodeStore:
         return self.root / "nodes"
 
     @property
+    def mined_dir(self) -> Path:
+        return self.root / "mined"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.root / "samples"
+
+    @property
     def samples_path(self) -> Path:
-        return self.root / "samples" / "samples.parquet"
+        return self.samples_dir / "samples.parquet"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.nodes_dir / "catalog.json"  # inside the annotate stage's own output folder
 
     def image_parts(self) -> list[Path]:
         return sorted(self.images_dir.glob("part-*.parquet"))
 
-    def annotator_dir(self, annotator: str, params_hash: str) -> Path:
-        return self.nodes_dir / annotator / params_hash
+    def annotator_dir(self, annotator: str, key: str) -> Path:
+        return self.nodes_dir / annotator / key
+
+    def tombstones(self) -> pa.Table:
+        """(part, image_id) of image rows whose input was removed or changed since it was ingested."""
+        path = self.images_dir / "tombstones.parquet"
+        if path.exists():
+            return pq.read_table(path)
+        return pa.table({"part": pa.array([], pa.string()), "image_id": pa.array([], pa.string())})
+
+    # --- bookkeeping --------------------------------------------------------------------------
+    def part_order(self) -> list[str]:
+        """Image part ids in the order they were made (the ingest run, then the id)."""
+        marker = self.images_dir / "ingest.json"
+        return json.loads(marker.read_text()).get("part_order", []) if marker.exists() else []
+
+    def image_summary(self) -> pa.Table:
+        """The images folder's summary without tombstoned rows, parts in the order they were made
+        (so of two copies of the same bytes, the older input's is the node)."""
+        summary = folder_summary(self.images_dir)
+        order = {p: k for k, p in enumerate(self.part_order())}
+        if summary.num_rows and order:
+            rank = pa.array([order.get(p, len(order)) for p in summary["part"].to_pylist()], pa.int64())
+            summary = summary.append_column("_rank", rank).sort_by(
+                [("_rank", "ascending"), ("part", "ascending"), ("image_id", "ascending")]).drop_columns(["_rank"])
+        dead = self.tombstones()
+        if dead.num_rows:
+            keys = pa.compute.binary_join_element_wise(summary["part"], summary["image_id"], "/")
+            dead_keys = pa.compute.binary_join_element_wise(dead["part"], dead["image_id"], "/")
+            summary = summary.filter(pa.compute.invert(pa.compute.is_in(keys, dead_keys)))
+        return summary
+
+    def failures(self, annotator_folders: Iterable[Path] | None = None) -> pa.Table:
+        """Every failure: rejected inputs, cross-part duplicates and annotator errors, from the
+        folders' summaries (compact columns; no part is opened). `annotator_folders`: the live
+        annotator folders (default: every folder under nodes/)."""
+        images = self.image_summary()
+        out = []
+        errors = images.filter(pa.compute.is_valid(images["error"]))
+        out.append(_failure_rows("ingest", errors["ref"], "ingest", errors["error"]))
+        ok = images.filter(pa.compute.is_null(images["error"]))
+        first = _first_copies(ok)
+        dup = ok.filter(pa.compute.invert(first))
+        if dup.num_rows:
+            firsts = ok.filter(first)
+            ref_of = dict(zip(firsts["image_id"].to_pylist(), firsts["ref"].to_pylist()))
+            detail = [f"duplicate_content: same bytes as {ref_of[i]}" for i in dup["image_id"].to_pylist()]
+            out.append(_failure_rows("ingest", dup["ref"], "ingest", pa.array(detail, pa.string())))
+        live = ok.filter(first)["image_id"]
+        folders = sorted(self.nodes_dir.glob("*/*")) if annotator_folders is None else sorted(annotator_folders)
+        for folder in folders:
+            if not folder.is_dir():
+                continue
+            s = folder_summary(folder)
+            s = s.filter(pa.compute.is_valid(s["error"]))
+            if s.num_rows:
+                s = s.filter(pa.compute.is_in(s["image_id"], live))  # images since removed are no failure
+                # one failure per (image, annotator), not one per produced node type
+                s = s.group_by(["image_id", "error"]).aggregate([]).sort_by("image_id")
+                out.append(_failure_rows("annotate", s["image_id"], folder.parent.name, s["error"]))
+        table = pa.concat_tables(out)
+        return table.sort_by([("stage", "ascending"), ("annotator", "ascending"), ("source", "ascending"),
+                              ("reason", "ascending")])
 
 
-    # --- reading ----------------------------------------------------------------------------
-    def node_index(self, sources: dict[str, Path]) -> pa.Table:
-        """(image_id, node_type, path) of every ok row, for node types mapped to their folders."""
-        tables = []
-        for node, folder in sorted(sources.items()):
-            for part in sorted(folder.glob("part-*.parquet")):
-                t = pq.read_table(part, columns=["image_id", "node_type", "error"])
-                mask = pa.compute.and_(pa.compute.equal(t["node_type"], node), pa.compute.is_null(t["error"]))
-                t = t.filter(mask).select(["image_id", "node_type"])
-                tables.append(t.append_column("path", pa.array([str(part)] * len(t), pa.string())))
-        if not tables:
-            return pa.table({"image_id": pa.array([], pa.string()), "node_type": pa.array([], pa.string()),
-                             "path": pa.array([], pa.string())})
-        index = pa.concat_tables(tables)
-        # Identical bytes ingested twice: the first part's copy is the node (the other is a failure row).
-        seen, keep = set(), []
-        for i, key in enumerate(zip(index["image_id"].to_pylist(), index["node_type"].to_pylist())):
-            keep.append(key not in seen)
-            seen.add(key)
-        return index.filter(pa.array(keep))
-
-    def failures(self) -> pa.Table:
-        """Every failure so far: rejected inputs, cross-part duplicates and annotator errors."""
-        stages, sources, annots, reasons, details = [], [], [], [], []
-
-        def add(stage, source, annotator, error):
-            reason, _, detail = error.partition(": ")
-            stages.append(stage), sources.append(source), annots.append(annotator)
-            reasons.append(reason), details.append(detail)
-
-        first_ref: dict[str, str] = {}
-        for part in self.image_parts():
-            for row in pq.read_table(part, columns=["image_id", "meta", "error"]).to_pylist():
-                ref = json.loads(row["meta"])["source"]
-                if row["error"] is not None:
-                    add("ingest", ref, "ingest", row["error"])
-                elif row["image_id"] in first_ref:
-                    add("ingest", ref, "ingest", f"duplicate_content: same bytes as {first_ref[row['image_id']]}")
-                else:
-                    first_ref[row["image_id"]] = ref
-        for part in sorted(self.nodes_dir.glob("*/*/part-*.parquet")):
-            t = pq.read_table(part, columns=["image_id", "annotator", "error"])
-            for row in t.filter(pa.compute.is_valid(t["error"])).to_pylist():
-                add("annotate", row["image_id"], row["annotator"], row["error"])
-        return pa.table({"stage": stages, "source": sources, "annotator": annots, "reason": reasons,
-                         "detail": details}, schema=FAILURE_SCHEMA)
+def _first_copies(ok_images: pa.Table) -> pa.Array:
+    """Mask of the rows that are the first copy of their image id (the order of the summary: by part)."""
+    seen, keep = set(), []
+    for image_id in ok_images["image_id"].to_pylist():
+        keep.append(image_id not in seen)
+        seen.add(image_id)
+    return pa.array(keep, pa.bool_())
 
 
-def read_rows(path: str | Path, image_ids: Iterable[str], node_type: str) -> dict[str, dict]:
-    """Rows of one part for the given image ids: {image_id: {data, format, meta, width, height}}."""
-    wanted = set(image_ids)
-    t = pq.read_table(path, columns=["image_id", "node_type", "data", "format", "meta", "width", "height", "error"])
+def _failure_rows(stage: str, sources, annotator: str, errors) -> pa.Table:
+    errors = errors.to_pylist() if hasattr(errors, "to_pylist") else list(errors)
+    split = [e.partition(": ") for e in errors]
+    n = len(errors)
+    return pa.table({"stage": [stage] * n, "source": sources, "annotator": [annotator] * n,
+                     "reason": [r for r, _, _ in split], "detail": [d for _, _, d in split]}, schema=FAILURE_SCHEMA)
+
+
+CELL_COLUMNS = ["image_id", "node_type", "data", "format", "meta", "width", "height"]
+
+
+def read_cells(path: str | Path, image_ids: Iterable[str], node_type: str) -> dict[str, dict]:
+    """The usable rows of one node type for the given image ids in one part file:
+    {image_id: {data, format, meta, width, height}}. Row groups are small and carry image id
+    statistics, so only the row groups that hold the wanted ids are read."""
+    wanted = sorted(set(image_ids))
+    if not wanted:
+        return {}
+    t = pq.read_table(path, columns=CELL_COLUMNS + ["error", "quality"],
+                      filters=[("image_id", "in", wanted), ("node_type", "=", node_type)])
     out = {}
     for row in t.to_pylist():
-        if row["node_type"] == node_type and row["error"] is None and row["image_id"] in wanted:
+        if row["error"] is None and row["quality"] is None and row["image_id"] not in out:
             out[row["image_id"]] = row
     return out
+
+
+def commit_folder(staging: Path, final: Path) -> None:
+    """Put a fully written folder in place of `final` as one step: readers see the old complete set
+    or the new one, never a mix (a crash between the two renames is undone by `recover_folder`)."""
+    old = final.with_name(final.name + ".old")
+    remove_tree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    remove_tree(old)
+
+
+def recover_folder(final: Path) -> None:
+    """Undo a commit_folder cut between its renames, and drop an unfinished staging folder."""
+    old = final.with_name(final.name + ".old")
+    if old.exists() and not final.exists():
+        os.replace(old, final)
+    remove_tree(old)
+    remove_tree(final.with_name(final.name + ".staging"))
+
+
+def staging_folder(final: Path) -> Path:
+    staging = final.with_name(final.name + ".staging")
+    remove_tree(staging)
+    staging.mkdir(parents=True)
+    return staging
 
 
 def remove_tree(path: Path) -> None:

@@ -178,12 +178,11 @@ def format_tasks(tasks: list[Task]) -> str:
 def cmd_tasks(params) -> int:
     """`vicl tasks`: the tasks enumerated over the store's node types (or, before annotation,
     over the configured producers) with their family, meta-task and axes, and the coverage matrix."""
-    from pipelines.stages.sample import configured_tasks, index_by_node
+    from pipelines.catalog import Catalog
+    from pipelines.stages.sample import configured_tasks
     from pipelines.store import NodeStore
 
     store = NodeStore(params.paths.store)
-    nodes = None
-    if store.images_dir.exists():
-        nodes = index_by_node(params, store)[0]
+    nodes = Catalog.load(store).node_index().nodes() if store.catalog_path.exists() else None
     print(format_tasks(configured_tasks(params, nodes=nodes)))
     return 0

@@ -109,11 +109,14 @@ def test_sam_boxes_is_deterministic_and_batches(boxes_annotator, astronaut, chel
             assert np.array_equal(x[node].array, y[node].array) and x[node].meta == y[node].meta
 
 
-def test_sam_boxes_without_boxes_raises(boxes_annotator, astronaut):
-    with pytest.raises(sam_mod.NoObjectsError):
-        boxes_annotator.annotate([{"image": astronaut, "bbox_json.meta": {"boxes": [], "labels": []}}], ["e"])
-    with pytest.raises(sam_mod.NoObjectsError):  # degenerate boxes only
-        boxes_annotator.annotate([{"image": astronaut, "bbox_json.meta": {"boxes": [[5, 5, 5, 9]]}}], ["e"])
+def test_sam_boxes_without_boxes_are_stored_as_no_box(boxes_annotator, astronaut):
+    for meta in ({"boxes": [], "labels": []}, {"boxes": [[5, 5, 5, 9]]}):  # none, degenerate boxes only
+        out = boxes_annotator.annotate([{"image": astronaut, "bbox_json.meta": meta}], ["e"])[0]
+        assert {node: o.quality for node, o in out.items()} == dict.fromkeys(
+            ("mask", "interactive_seg_source", "interactive_seg_mask"), "no_box")
+        assert not out["mask"].array.any() and out["mask"].array.shape == astronaut.shape
+    ok = boxes_annotator.annotate([{"image": astronaut, "bbox_json.meta": {"boxes": [[10, 10, 200, 220]]}}], ["k"])
+    assert all(o.quality is None for o in ok[0].values())
 
 
 def test_choose_interactive_prefers_mid_sized_boxes():

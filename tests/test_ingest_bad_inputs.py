@@ -31,6 +31,12 @@ def _png_claiming(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def _broken_ihdr_checksum(png: bytes) -> bytes:
+    data = bytearray(png)
+    data[29] ^= 0xFF  # the IHDR chunk's CRC no longer matches: a PNG with a corrupt chunk
+    return bytes(data)
+
+
 @pytest.fixture(scope="module")
 def mixed_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("mixed")
@@ -46,6 +52,7 @@ def mixed_folder(tmp_path_factory):
         "bad_text.png": b"this is not an image, just text\n" * 4,
         "bad_one_pixel.png": _save(Image.new("RGB", (1, 1), (255, 0, 0)), "PNG"),
         "bad_bomb.png": _png_claiming(30000, 30000),
+        "bad_png_chunk.png": _broken_ihdr_checksum(_save(chelsea, "PNG")),
     }
     gradient = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
     files["odd_16bit.png"] = _save(Image.fromarray(gradient), "PNG")
@@ -85,15 +92,18 @@ def _by_name(rows):
 def test_every_good_image_once_every_bad_one_failed(ingested):
     summary, rows, store = ingested
     by_name = _by_name(rows)
-    assert len(by_name) == len(rows) == 11  # every input has exactly one row
+    assert len(by_name) == len(rows) == 12  # every input has exactly one row
     ok = {n for n, r in by_name.items() if r["error"] is None}
     assert ok == {"good_astronaut.jpg", "good_chelsea.png", "odd_16bit.png", "odd_cmyk.jpg",
                   "odd_palette_alpha.png", "odd_exif_rotated.jpg"}
-    assert summary == {"parts": 3, "ok": 6, "failed": 5}
-    reasons = {f["source"].rsplit("/", 1)[-1]: f["reason"] for f in store.failures().to_pylist()}
+    assert {k: summary[k] for k in ("parts", "ok", "failed")} == {"parts": 3, "ok": 6, "failed": 6}
+    failures = store.failures().to_pylist()
+    reasons = {f["source"].rsplit("/", 1)[-1]: f["reason"] for f in failures}
     assert reasons == {"bad_truncated.jpg": "truncated", "bad_empty.jpg": "empty_file",
                        "bad_text.png": "not_an_image", "bad_one_pixel.png": "too_small",
-                       "bad_bomb.png": "too_many_pixels"}
+                       "bad_bomb.png": "too_many_pixels", "bad_png_chunk.png": "decode_error"}
+    for f in failures:  # no object reprs: identical runs give identical failure tables
+        assert " at 0x" not in (f["detail"] or ""), f
 
 
 def test_normalised_to_oriented_8bit_rgb(ingested):

@@ -9,10 +9,10 @@ import pytest
 import mining  # noqa: F401  (installs the torchvision fallback first)
 from mining.config import ClusterCount, DedupParams, FilterParams, KMeansParams, MineParams, NeighbourParams
 from mining.filters import dual_filter
-from mining.kmeans import cluster_segments, kmeans, l2_normalise
-from mining.neighbours import find_candidates
+from mining.kmeans import TIE_TOL, KMeansBackendError, assign, cluster_segments, kmeans, l2_normalise
+from mining.neighbours import _topk_in_cluster, find_candidates
 from mining.quadruplets import mine
-from mining.semdedup import semdedup
+from mining.semdedup import _cluster_order, exact_copies, semdedup
 from mining.task_vectors import task_vectors
 
 
@@ -87,6 +87,35 @@ def test_kmeans_float16_input_and_segments():
         assert (res.labels[order[s:e]] == c).all() and np.all(np.diff(order[s:e]) > 0)
 
 
+def test_kmeans_missing_faiss_is_an_error_not_a_silent_switch(monkeypatch):
+    import mining.kmeans as km
+
+    x, truth = _blobs()
+    monkeypatch.setattr(km, "have_faiss", lambda: False)
+    with pytest.raises(KMeansBackendError, match="faiss"):
+        kmeans(x, 5, KMeansParams(backend="faiss"))
+    with pytest.raises(KMeansBackendError):
+        semdedup(x, DedupParams())
+    res = kmeans(x, 5, KMeansParams(backend="sklearn", seed=3, nredo=5))  # chosen knowingly
+    assert res.backend == "sklearn" and _same_partition(res.labels, truth)
+    assert semdedup(x, DedupParams(kmeans=KMeansParams(backend="sklearn"))).kmeans_backend == "sklearn"
+
+
+def test_assign_ties_go_to_the_lowest_centroid_index():
+    e = np.eye(4, dtype=np.float32)
+    x = l2_normalise(np.array([[1.0, 1.0, 0.0, 0.0]], dtype=np.float32))
+    # centroid 1 is nearer than centroid 0 by float noise only
+    nudged = l2_normalise(np.array([[1e-7, 1.0, 0.0, 0.0]], dtype=np.float32))[0]
+    for centroids in (np.stack([e[0], nudged, e[3]]), np.stack([nudged, e[0], e[3]])):
+        labels, dists = assign(x, centroids, spherical=True)
+        assert labels.tolist() == [0]
+        assert np.isclose(dists[0], 2 - np.sqrt(2), atol=1e-5)
+    far = np.stack([e[3], e[0], e[1]])
+    assert assign(x, far, spherical=True)[0].tolist() == [1]  # a real tie: lowest index of the two
+    clear = np.stack([e[0], l2_normalise(np.array([[0.9, 1.0, 0.0, 0.0]], dtype=np.float32))[0]])
+    assert assign(x, clear, spherical=True)[0].tolist() == [1]  # clearly nearer wins
+
+
 # ---- SemDeDup ---------------------------------------------------------------------------
 
 def _with_duplicates():
@@ -128,8 +157,84 @@ def test_semdedup_scores_written_when_disabled_and_eps_zero():
     assert off.keep.all()
     assert np.array_equal(on.max_sim, off.max_sim)
     assert (off.max_sim >= 0.99).sum() == 3
-    exact_only = semdedup(x, DedupParams(eps=1e-6))
-    assert (~exact_only.keep).sum() == 1 and not exact_only.keep[32]  # only the exact copy of row 20
+    for eps in (0.0, 1e-6):
+        exact_only = semdedup(x, DedupParams(eps=eps))
+        # only the exact copy of row 20, and always the later row (32), whatever the float noise
+        assert np.flatnonzero(~exact_only.keep).tolist() == [32]
+        assert exact_only.duplicate_of[32] == 20 and exact_only.max_sim[32] == 1.0
+
+
+def _with_copy(first: int, second: int, of: int, n: int = 30, d: int = 24, seed: int = 5):
+    """n random rows, with row `of` placed at `first` and an exact copy of it at `second`."""
+    base = _unit(np.random.default_rng(seed), n, d)
+    rows = [base[i] for i in range(n) if i != of]
+    for pos in sorted((first, second)):
+        rows.insert(pos, base[of])
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("keep", ["farthest", "closest"])
+@pytest.mark.parametrize("positions", [(4, 27), (0, 30), (15, 16)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_semdedup_exact_copies_decided_by_id_in_both_orders(keep, positions, reverse):
+    x = _with_copy(*positions, of=9)
+    lo, hi = positions
+    if reverse:  # every row in the opposite order: the other copy is now the lower id
+        x, lo, hi = x[::-1].copy(), len(x) - 1 - hi, len(x) - 1 - lo
+    assert np.array_equal(x[lo], x[hi])
+    for kmeans_params in (KMeansParams(clusters=ClusterCount(k_min=1, k_max=1)), KMeansParams()):
+        for eps in (0.0, 0.01):
+            res = semdedup(x, DedupParams(eps=eps, keep=keep, kmeans=kmeans_params))
+            assert res.keep[lo] and not res.keep[hi], (eps, kmeans_params)
+            assert res.duplicate_of[hi] == lo and res.max_sim[hi] == 1.0
+            assert res.cluster[hi] == res.cluster[lo] and res.rank_in_cluster[hi] > res.rank_in_cluster[lo]
+            assert res.keep.sum() == len(x) - 1
+
+
+def test_semdedup_exact_copies_immune_to_float_noise(monkeypatch):
+    """Distances that differ by float noise between copies (another CPU) change nothing."""
+    import mining.semdedup as sd
+
+    x = _with_copy(3, 20, of=7)
+    x = np.concatenate([x, x[3:4], x[20:21]])  # copies 3, 20, 31, 32 of one row
+    clean = semdedup(x, DedupParams(eps=0.0))
+    real = sd.kmeans
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+
+        def noisy(*args, **kwargs):
+            km = real(*args, **kwargs)
+            km.distances = km.distances + rng.uniform(-3e-7, 3e-7, size=len(km.distances)).astype(np.float32)
+            return km
+
+        monkeypatch.setattr(sd, "kmeans", noisy)
+        res = semdedup(x, DedupParams(eps=0.0))
+        assert np.array_equal(res.keep, clean.keep) and np.array_equal(res.duplicate_of, clean.duplicate_of)
+        assert np.flatnonzero(~res.keep).tolist() == [20, 31, 32]
+        assert (res.duplicate_of[[20, 31, 32]] == 3).all()
+
+
+def test_semdedup_equal_distances_ordered_by_id_on_a_tolerance_grid():
+    members = np.array([2, 5, 8, 11])
+    # 5 and 8 differ by float noise only (same TIE_TOL grid step), 11 is clearly farther
+    dist = np.array([0.25, 0.500004 + 3 * TIE_TOL / 100, 0.500004, 0.9], dtype=np.float64)
+    assert _cluster_order(members, dist, "farthest").tolist() == [11, 5, 8, 2]
+    assert _cluster_order(members, dist, "closest").tolist() == [2, 5, 8, 11]
+    swapped = np.array([0.25, 0.500004, 0.500004 + 3 * TIE_TOL / 100, 0.9])
+    assert _cluster_order(members, swapped, "farthest").tolist() == [11, 5, 8, 2]
+
+
+def test_exact_copies_bytes_and_hash_collisions(monkeypatch):
+    import mining.semdedup as sd
+
+    x = np.random.default_rng(0).standard_normal((9, 5)).astype(np.float16)  # 10-byte rows: padded words
+    x[6] = x[2]
+    x[8] = x[2]
+    x[4] = x[1]
+    want = [0, 1, 2, 3, 1, 5, 2, 7, 2]
+    assert exact_copies(x).tolist() == want
+    monkeypatch.setattr(sd, "_row_hashes", lambda a: np.zeros(len(a), np.uint64))  # every row collides
+    assert exact_copies(x).tolist() == want
 
 
 # ---- task vectors -------------------------------------------------------------------------
@@ -170,6 +275,21 @@ def test_neighbours_no_self_each_unordered_once_within_family():
     assert (counts >= 3).all()
     expect = np.einsum("ij,ij->i", delta[cand.a], delta[cand.b])
     assert np.allclose(cand.cos_delta, expect, atol=1e-5)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_neighbours_equal_cosines_pick_lowest_rows(reverse):
+    """A query whose neighbours tie (up to float noise) takes the lowest rows, in any order."""
+    d = 12
+    rng = np.random.default_rng(3)
+    q = np.eye(d, dtype=np.float32)[0]
+    cands = np.stack([0.8 * q + 0.6 * np.eye(d, dtype=np.float32)[j] for j in range(1, 7)])
+    cands += rng.uniform(-1e-7, 1e-7, cands.shape).astype(np.float32)  # noise breaks the exact tie
+    x = l2_normalise(np.concatenate([q[None], cands[::-1] if reverse else cands]))
+    r, c, v = _topk_in_cluster(x, np.arange(len(x)), 2, False, block=4)
+    picked = sorted(c[r == 0].tolist())
+    assert picked == [1, 2]  # rows 1 and 2 whatever candidate sits there
+    assert np.allclose(v[r == 0], 0.8, atol=1e-5)
 
 
 def test_neighbours_exclude_same_source_and_min_cos():

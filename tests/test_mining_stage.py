@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -15,7 +16,7 @@ import mining  # noqa: F401,E402
 from mining.config import MineParams  # noqa: E402
 from mining.pairs import PAIR_SCHEMA, PairColumns, PairSource, read_pairs  # noqa: E402
 from mining.quadruplets import QUADRUPLET_SCHEMA  # noqa: E402
-from mining.stage import embed_and_mine, run_mine  # noqa: E402
+from mining.stage import KMEANS_BACKEND_KEY, embed_and_mine, kmeans_backends, run_mine  # noqa: E402
 from pipelines.images import content_id, encode_png  # noqa: E402
 
 EDITS = {
@@ -126,11 +127,24 @@ def test_run_mine_local_cache_reuse_and_order_independence(pair_table, tmp_path)
     mined = list((tmp_path / "mine").iterdir())
     assert len(mined) == 1 and (mined[0] / "candidates.parquet").is_file() and (mined[0] / "dedup.parquet").is_file()
     assert pq.read_table(mined[0] / "dedup.parquet").num_rows == 8  # 8 distinct source crops
+    stats = json.loads((mined[0] / "stats.json").read_text())
+    assert stats[KMEANS_BACKEND_KEY] == kmeans_backends(_params()) == {"dedup": "faiss", "tasks": "faiss"}
 
     shuffled = pair_table.take(np.random.default_rng(0).permutation(pair_table.num_rows))
     again = run_mine(shuffled, _params(), tmp_path)
     assert again.equals(q)  # same quadruplets whatever the input order
     assert sorted((tmp_path / "embeddings").rglob("part-*.parquet")) == parts  # nothing re-embedded
+
+
+def test_missing_faiss_stops_mining_before_any_embedding(pair_table, tmp_path, monkeypatch):
+    import mining.kmeans
+
+    from mining.kmeans import KMeansBackendError
+
+    monkeypatch.setattr(mining.kmeans, "have_faiss", lambda: False)
+    with pytest.raises(KMeansBackendError, match="backend: sklearn"):
+        embed_and_mine(pair_table, _params(), tmp_path)
+    assert not (tmp_path / "embeddings").exists()  # failed before the expensive part
 
 
 def test_run_mine_rejects_duplicate_pair_ids(pair_table, tmp_path):

@@ -66,7 +66,13 @@ def test_chain_writes_readable_shards_and_manifest(built):
     for rel, entry in manifest["files"].items():
         if rel.startswith("shards/"):
             assert sha256_file(out / rel) == entry["sha256"]
-    assert manifest["counts"]["nodes"] == {"canny": 24, "image": 24}
+    nodes = manifest["counts"]["nodes"]
+    held_back = pq.read_table(out / "quality.parquet").to_pylist()  # degenerate outputs (issue 18's gates)
+    assert nodes["image"] == nodes["embedding_colour_stats"] == nodes["image_dhash"] == 24
+    assert nodes["canny"] + sum(r["node_type"] == "canny" for r in held_back) == 24
+    held = {(r["node_type"], r["image_id"]) for r in held_back}
+    every_cell = {(c["node"], c["image_id"]) for s in samples for c in json.loads(s["json"])["cells"]}
+    assert not every_cell & held  # a held-back output never reaches a sample
     assert set(manifest["versions"]) >= {"torch", "ray", "webdataset"}
 
 
@@ -74,7 +80,7 @@ def test_second_run_computes_nothing(built):
     _, params, _ = built
     before = shard_bytes(Path(params.paths.out))
     again = run_stages(("annotate", "export"), params, log=lambda *_: None)
-    assert [r["computed_parts"] for r in again["annotate"]] == [0]
+    assert [r["computed_parts"] for r in again["annotate"]] == [0, 0, 0]  # canny, split embedding, dHash
     assert again["export"]["written"] == 0
     assert shard_bytes(Path(params.paths.out)) == before
 
@@ -86,7 +92,7 @@ def test_adding_an_annotator_computes_only_it(built):
     bigger = small_params(root, annotators={"canny": {}, "grayscale": {}})
     results = run_stages(("annotate",), bigger, log=lambda *_: None)["annotate"]
     computed = {r["annotator"]: r["computed_parts"] for r in results}
-    assert computed == {"canny": 0, "grayscale": 3}
+    assert computed == {"canny": 0, "grayscale": 3, "embed_colour_stats": 0, "image_dhash": 0}
     assert {p: p.stat().st_mtime_ns for p in store.nodes_dir.glob("canny/*/part-*.parquet")} == canny_parts
 
 
@@ -99,24 +105,25 @@ def test_png_level_recomputes_nothing(built):
 
 
 def test_cpu_executors_write_identical_parts(tmp_path, ray_local):
-    """Weight-free CPU operators as one Ray task per part, or through the Ray Data actor pool: same rows."""
+    """Weight-free CPU operators as one Ray task per part, or through the Ray Data actor pool (each actor writes its parts): same rows."""
     annotators = {"canny": {}, "grayscale": {}, "degrade_GaussianNoise": {"batch_size": 3}}
     parts = {}
-    for executor in ("tasks", "ray_data"):
+    for executor in ("tasks", "actors"):
         # 10 parts: more than the tasks executor keeps in flight on 2 CPUs, so it refills its window
         params = small_params(tmp_path / executor, count=20, annotators=annotators,
                               annotate={"cpu_executor": executor}, ingest={"part_size": 2})
         results = run_stages(("ingest", "annotate"), params, log=lambda *_: None)["annotate"]
-        assert {r["annotator"]: r["computed_parts"] for r in results} == dict.fromkeys(annotators, 10)
+        every = [*annotators, "embed_colour_stats", "image_dhash"]  # the sampler's two are always computed
+        assert {r["annotator"]: r["computed_parts"] for r in results} == dict.fromkeys(every, 10)
         nodes = NodeStore(params.paths.store).nodes_dir
         # every column but the timing one
         parts[executor] = {str(p.relative_to(nodes)): pq.read_table(p).drop_columns(["seconds"])
                            for p in sorted(nodes.glob("*/*/part-*.parquet"))}
-    assert sorted(parts["tasks"]) == sorted(parts["ray_data"]) and len(parts["tasks"]) == 30
+    assert sorted(parts["tasks"]) == sorted(parts["actors"]) and len(parts["tasks"]) == 50
     for name, table in parts["tasks"].items():
-        assert table.equals(parts["ray_data"][name]), name
+        assert table.equals(parts["actors"][name]), name
         assert table["image_id"].to_pylist() == sorted(table["image_id"].to_pylist())
-    assert sum(t.num_rows for t in parts["tasks"].values()) == 3 * 20
+    assert sum(t.num_rows for t in parts["tasks"].values()) == 5 * 20
 
 
 def test_failed_annotation_is_recorded_and_run_goes_on(tmp_path, ray_local):

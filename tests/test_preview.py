@@ -149,3 +149,60 @@ def test_resampling_rewrites_shards_whose_samples_changed(built):
                [c["image_id"] for c in r["cells"]] == samples[r["key"]]["cell_ids"] for r in records)
     assert any(before.get(p) != p.read_bytes() for p in out.glob("shards/*/*.tar"))
     assert run_stages(("export",), params, log=lambda *_: None)["export"]["written"] == 0
+
+
+def _hostile_shards(out: Path, outside: Path) -> None:
+    """A grid shard set written by hand: one good sample, then keys that try to leave the folder."""
+    import io
+    import tarfile
+
+    import numpy as np
+
+    from pipelines.images import encode_png
+
+    grid = encode_png(np.full((16, 16, 3), 120, np.uint8))
+
+    def record(task: str) -> bytes:
+        return json.dumps({"task": task, "rows": 1, "cols": 1, "family": "f&<b>", "columns": ["image"],
+                           "axes": {"semantic": "<i>", "locality": "x"},
+                           "instruction": {"text": "<script>alert(1)</script>"},
+                           "cells": [{"is_target": True, "box": [0, 0, 16, 16], "row": 0, "col": 0,
+                                      "node": "image\"'"}]}).encode()
+
+    members = [("train_000000001", record("good<task>")),
+               (str(outside / "evil"), record("abs")),  # an absolute member name
+               ("../escape", record("dotdot")),
+               ("sub/escape", record("slash")),
+               ('x" onerror="alert(1)', record("quote")),
+               ("train_000000001", record("good<task>"))]  # the same key again
+    split = out / "shards" / "train"
+    split.mkdir(parents=True)
+    with tarfile.open(split / "train-00000.tar", "w") as tf:
+        for key, rec in members:
+            for field, data in (("json", rec), ("grid.png", grid)):
+                info = tarfile.TarInfo(f"{key}.{field}")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("train_000000002.json")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tf.addfile(link)
+
+
+def test_preview_skips_hostile_keys_and_escapes_html(tmp_path):
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    outside.mkdir()
+    _hostile_shards(out, outside)
+    before = {p for p in tmp_path.rglob("*") if "preview" not in p.parts}
+    page = write_preview(out, per_task=4)
+    after = {p for p in tmp_path.rglob("*") if "preview" not in p.parts}
+    assert after == before and not list(outside.iterdir())  # nothing written outside preview/
+    assert not (tmp_path / "escape.png").exists() and not (out / "escape.png").exists()
+    assert sorted(p.name for p in (page.parent / "img").rglob("*")) == ["train_000000001.png"]
+    text = page.read_text()
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "good&lt;task&gt;" in text and 'image&quot;&#x27;' in text and "f&amp;&lt;b&gt;" in text
+    assert 'onerror="' not in text and "x&quot; onerror=&quot;alert(1)" in text  # only as escaped text
+    skipped = text[text.index("skipped:"):]
+    for key in (str(outside / "evil"), "sub/escape", "train_000000002.json", "repeated sample key"):
+        assert key in skipped, key
+    assert text.count("<tr><td>") == 6  # abs, ../ (no key), sub/, quote, repeat, symlink

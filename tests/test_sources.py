@@ -9,7 +9,7 @@ from PIL import Image
 
 from pipelines.images import content_id
 from pipelines.params import IngestParams, SourceParams
-from pipelines.sources import embedded_refs, list_refs, load_chunk, render_embedded
+from pipelines.sources import embedded_refs, list_entries, list_refs, load_chunk, render_embedded
 from pipelines.stages.ingest import ingest_refs
 
 
@@ -34,9 +34,9 @@ def test_webdataset_source(tmp_path):
         for i, data in enumerate(IMAGES):
             w.write({"__key__": f"s{i}", "png": data, "txt": b"caption"})
     source = SourceParams(kind="webdataset", path=str(tmp_path / "*.tar"), image_extensions=["png"])
-    refs = list_refs(source)
-    assert [r.split("#")[1] for r in refs] == [f"s{i}.png" for i in range(5)]
-    assert [data for _, data in load_chunk(source, refs[1:3])] == IMAGES[1:3]
+    entries = list_entries(source)
+    assert [e.ref.split("#")[1] for e in entries] == [f"s{i}.png" for i in range(5)]  # captions are companions
+    assert [data for _, data in load_chunk(source, entries[1:3])] == IMAGES[1:3]
 
 
 def test_parquet_source_with_hf_image_struct(tmp_path):
@@ -44,9 +44,9 @@ def test_parquet_source_with_hf_image_struct(tmp_path):
                       "label": list(range(5))})
     pq.write_table(table, tmp_path / "train.parquet")
     source = SourceParams(kind="parquet", path=str(tmp_path / "train.parquet"))
-    refs = list_refs(source)
-    assert len(refs) == 5
-    assert [data for _, data in load_chunk(source, refs)] == IMAGES
+    entries = list_entries(source)
+    assert len(entries) == 5
+    assert [data for _, data in load_chunk(source, entries)] == IMAGES
 
 
 def test_folder_source_ingests_in_sorted_order(tmp_path):
@@ -58,4 +58,5 @@ def test_folder_source_ingests_in_sorted_order(tmp_path):
     assert [r.rsplit("/", 1)[1] for r in refs] == ["0.png", "1.png", "2.png", "3.png", "4.png"]
     table = ingest_refs(source, refs, IngestParams(image_format="png", min_side=8), "fp")
     assert table.num_rows == 5 and table["error"].null_count == 5
-    assert table["image_id"].to_pylist() == [content_id(IMAGES[4 - i]) for i in range(5)]
+    # a part's rows are ordered by image id (a part is a set of images, not a sequence)
+    assert table["image_id"].to_pylist() == sorted(content_id(IMAGES[4 - i]) for i in range(5))

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import webdataset as wds
 from PIL import Image
 
@@ -112,3 +113,21 @@ def test_latent_cache_returns_what_encoding_gives(shards, tmp_path):
             assert (a[k] == b[k]).all()
     other = TrainParams(**{**params.model_dump(), "data": {**params.data.model_dump(), "cell_size": 48}})
     assert fingerprint(other, backend) != fingerprint(params, backend)
+
+
+def test_latent_cache_misses_after_a_reexport_with_the_same_keys(tmp_path):
+    """A re-export reuses sample keys with other content: the cache must not serve the old latents."""
+    old = write_shards(tmp_path / "old", n_samples=2, per_shard=2, cell=32, families=("invert",))
+    new = write_shards(tmp_path / "new", n_samples=2, per_shard=2, cell=32, families=("gray",))
+    params = tiny_params("flux", old, tmp_path / "o", data={"cache_dir": str(tmp_path / "cache")})
+    backend = make_backend(params, tiny_base("flux"))
+    cache = LatentCache(params.data.cache_dir, fingerprint(params, backend))
+    take = lambda urls: next(grid_batches(params.data.model_copy(update={"shards": urls}), seed=0))  # noqa: E731
+    before, after = take(old), take(new)
+    assert sorted(s.key for s in before) == sorted(s.key for s in after)  # same keys, other pixels
+    encode_batch(backend, before, cache)
+    got = {s.key: t for s, t in zip(after, encode_batch(backend, after, cache))}
+    direct = {s.key: t for s, t in zip(after, backend.encode(after))}
+    for key, t in got.items():
+        assert torch.equal(t["latents"], direct[key]["latents"])
+    assert len(list(cache.dir.glob("*.safetensors"))) == 4

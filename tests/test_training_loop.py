@@ -170,3 +170,49 @@ def test_bf16_base_weights_fp32_adapters(shards, tmp_path):
     trainable = {p.dtype for p in base.transformer.parameters() if p.requires_grad}
     assert frozen == {torch.bfloat16} and trainable == {torch.float32}
     assert np.isfinite(res.losses).all()
+
+
+def test_infer_runs_in_bf16_on_the_configured_device(shards, tmp_path):
+    params = tiny_params("flux", shards, tmp_path, max_steps=1)
+    res = train(params, base=tiny_base("flux"))
+    fp32 = Predictor.from_adapter(res.adapter_dir, base=tiny_base("flux"), device="cpu")
+    bf16 = Predictor.from_adapter(res.adapter_dir, base=tiny_base("flux"), device="cpu", dtype="bf16")
+    assert fp32.dtype == torch.float32 and bf16.dtype == torch.bfloat16 and bf16.device.type == "cpu"
+    assert all(p.dtype == torch.float32 for p in bf16.backend.model.parameters() if p.requires_grad)  # adapters
+    samples = next(grid_batches(params.data, seed=0))
+    a, b = fp32.generate(samples, num_steps=2), bf16.generate(samples, num_steps=2)
+    diff = [np.abs(x.astype(int) - y.astype(int)).mean() for x, y in zip(a, b)]
+    assert all(d < 8 for d in diff) and any(d > 0 for d in diff)  # bf16 really ran, and agrees closely
+
+
+def test_random_prompt_encoder_needs_an_explicit_opt_in(monkeypatch, caplog):
+    from training.config import ModelParams
+    from training.models import tiny_flux_transformer
+    from training.prompts import RANDOM_PROMPTS_ENV, RandomPromptEncoder, make_prompt_encoder
+
+    cfg = tiny_flux_transformer().config
+    model = ModelParams(prompt_encoder="random")
+    monkeypatch.delenv(RANDOM_PROMPTS_ENV, raising=False)
+    with pytest.raises(ValueError, match="tests and benchmarks only"):
+        make_prompt_encoder(model, cfg)
+    with caplog.at_level("WARNING", logger="vicl.training"):
+        enc = make_prompt_encoder(model, cfg, allow_random=True)
+    assert isinstance(enc, RandomPromptEncoder) and "RANDOM embeddings" in caplog.text
+    monkeypatch.setenv(RANDOM_PROMPTS_ENV, "1")
+    assert isinstance(make_prompt_encoder(model, cfg), RandomPromptEncoder)
+
+
+def test_train_step_benchmark_takes_the_mfu_peak_by_device_name():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("train_step", Path(__file__).parents[1] / "benchmarks" / "train_step.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.peak_tflops_for("NVIDIA H100 80GB HBM3") == 989.0  # SXM dense bf16, not 790
+    assert bench.peak_tflops_for("NVIDIA H200") == 989.0
+    assert bench.peak_tflops_for("NVIDIA H100 PCIe") == 756.0
+    assert bench.peak_tflops_for("NVIDIA A100-SXM4-80GB") == 312.0
+    assert bench.peak_tflops_for("Some Future GPU") is None
+    assert bench.resolve_peak("cuda", 500.0) == (500.0, "--peak-tflops")
+    assert bench.resolve_peak("cpu", None) == (None, "no GPU")

@@ -52,7 +52,8 @@ class DataParams(_Strict):
     family_weights: dict[str, float] = Field(default_factory=dict,
                                              description="sampling weights of families; empty: uniform")
     max_buffered: int = Field(4096, ge=1, description="samples held while filling layout/family buckets")
-    cache_dir: str | None = Field(None, description="cache of VAE latents and prompt embeddings per key")
+    cache_dir: str | None = Field(None, description="cache of VAE latents and prompt embeddings, keyed by "
+                                  "sample key and a digest of the content it encodes")
 
 
 class ModelParams(_Strict):
@@ -62,7 +63,8 @@ class ModelParams(_Strict):
     base_repo: str | None = Field(None, description="None: the default repo of (backend, mode)")
     guidance: float = Field(1.0, description="FLUX guidance embedding; 1.0 when fine-tuning FLUX.1-dev")
     prompt_encoder: Literal["pretrained", "random"] = Field(
-        "pretrained", description="'random' is for tests only: seeded embeddings per instruction text")
+        "pretrained", description="'random' is for tests and benchmarks only (seeded embeddings per "
+        "instruction text); a run refuses it unless the caller opts in (VICL_ALLOW_RANDOM_PROMPTS=1)")
     max_sequence_length: int = Field(512, ge=1)
     zero_cond_t: bool = Field(True, description="Qwen: modulate clean conditions at t = 0")
     fill_loss_on: Literal["all", "target"] = Field("all", description="FLUX Fill: loss region")

@@ -12,6 +12,7 @@ a resumed run can fast-forward the stream to where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
@@ -39,10 +40,30 @@ class GridSample:
             raise ValueError("a GridSample needs its cells or its grid PNG")
         self.key, self.record, self.cell_hw = key, record, cell_hw
         self._cells, self._png = cells, png
+        self._digest: str | None = None
+
+    @property
+    def content_digest(self) -> str:
+        """SHA-256 (hex) of what an encoder reads: the record (cells, boxes, instruction), the
+        fitted cell size and the pixels (the grid PNG's bytes, or the cell arrays). A re-export
+        that changes any of them changes the digest, so caches keyed by it never serve stale data."""
+        if self._digest is None:
+            h = hashlib.sha256()
+            h.update(json.dumps(self.record, sort_keys=True).encode())
+            h.update(repr(tuple(self.cell_hw)).encode())
+            if self._png is not None:
+                h.update(self._png)
+            else:
+                for c in self._cells:
+                    h.update(repr(c.shape).encode())
+                    h.update(np.ascontiguousarray(c).tobytes())
+            self._digest = h.hexdigest()
+        return self._digest
 
     @property
     def cells(self) -> list[np.ndarray]:
         if self._cells is None:
+            self.content_digest  # noqa: B018 - from the PNG bytes, before they are dropped
             with Image.open(io.BytesIO(self._png)) as im:
                 grid = np.asarray(im.convert("RGB"))
             self._cells = [_resize(c, self.cell_hw) for c in cut_cells(grid, self.record)]

@@ -1,9 +1,11 @@
-"""Cache of per-sample encoder outputs (VAE latents, prompt embeddings), keyed by sample key.
+"""Cache of per-sample encoder outputs (VAE latents, prompt embeddings).
 
 Encoding with a frozen VAE and text encoder is the same every epoch, so it is done once.
-The cache folder is namespaced by a fingerprint of everything that changes the tensors
-(backend, mode, base repo, cell size, VAE config, prompt encoder), so a changed setting never
-reads stale latents.
+An entry is keyed by the sample key and the digest of the content it encodes (record, fitted
+cell size, grid pixels: `GridSample.content_digest`), so a re-export that reuses a key with
+other cells or another instruction misses the cache instead of serving old latents. The
+folder is namespaced by a fingerprint of everything else that changes the tensors (backend,
+mode, base repo, cell size, VAE config, prompt encoder).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class LatentCache:
         return self.dir / f"{key}.safetensors"
 
     def get(self, key: str) -> dict[str, torch.Tensor] | None:
+        """`key`: `entry_key(sample)`."""
         p = self._path(key)
         return load_file(str(p)) if p.is_file() else None
 
@@ -48,15 +51,20 @@ class LatentCache:
         os.replace(tmp, p)  # atomic: concurrent ranks never read half a file
 
 
+def entry_key(sample) -> str:
+    """File stem of a sample's entry: its key (readable) and its content digest (correct)."""
+    return f"{sample.key}-{sample.content_digest[:32]}"
+
+
 def encode_batch(backend, samples, cache: LatentCache | None = None) -> list[dict[str, torch.Tensor]]:
     """Encoder outputs of `samples` in order, encoding only those not cached."""
     if cache is None:
         return backend.encode(samples)
-    found = [cache.get(s.key) for s in samples]
+    found = [cache.get(entry_key(s)) for s in samples]
     todo = [i for i, f in enumerate(found) if f is None]
     if todo:
         fresh = backend.encode([samples[i] for i in todo])
         for i, t in zip(todo, fresh):
-            cache.put(samples[i].key, t)
+            cache.put(entry_key(samples[i]), t)
             found[i] = t
     return found

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
+import re
 import shutil
 from collections import defaultdict
 from contextlib import nullcontext
@@ -30,6 +32,12 @@ from training.moe_lora import collect_aux_loss, moe_layers
 
 LOG_FILE = "train_log.jsonl"
 CKPT_DIR = "checkpoints"
+OPTIMIZER_FILE = "optimizer.pt"  # optimizer + scheduler state: tensors and plain values only
+_CKPT_NAME = re.compile(r"step-(\d+)")
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint file holds more than tensors and plain values (a pickle that could run code)."""
 
 
 @dataclass
@@ -42,9 +50,48 @@ class TrainResult:
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    ckpts = sorted((output_dir / CKPT_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    ckpts = [c for c in ckpts if (c / "state.json").is_file()]
-    return ckpts[-1] if ckpts else None
+    """The finished checkpoint with the highest step (`step-NNNNNNNN` with a state.json)."""
+    ckpts = [(int(m.group(1)), p) for p in (output_dir / CKPT_DIR).glob("step-*")
+             if (m := _CKPT_NAME.fullmatch(p.name)) and (p / "state.json").is_file()]
+    return max(ckpts)[1] if ckpts else None
+
+
+def _check_plain(obj, where: str = "state") -> None:
+    """Raise TypeError unless obj is tensors and JSON-like values (what weights_only loading reads)."""
+    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
+        return
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"{where}: key {k!r} of type {type(k).__name__} in a checkpoint")
+            _check_plain(v, f"{where}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_plain(v, f"{where}[{i}]")
+    else:
+        raise TypeError(f"{where}: a {type(obj).__name__} cannot be stored in a weights-only checkpoint")
+
+
+def save_training_state(path: Path, optimizer, scheduler) -> None:
+    """Optimizer and scheduler state as tensors plus plain values, readable with weights_only=True."""
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    _check_plain(state)
+    torch.save(state, path)
+
+
+def load_training_state(path: Path) -> dict:
+    """Read `save_training_state`'s file without unpickling anything but tensors and plain values."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsafeCheckpointError(
+            f"{path}: refusing to resume: the file holds objects other than tensors and plain values, "
+            f"which vicl never writes and which could run code when unpickled ({first}). Delete "
+            f"{path.parent} or set `resume: false` under train:") from None
+    if not isinstance(state, dict) or not {"optimizer", "scheduler"} <= set(state):
+        raise ValueError(f"{path}: not a vicl optimizer checkpoint (expected the keys optimizer and scheduler)")
+    return state
 
 
 def _save_checkpoint(output_dir: Path, step: int, model, spec, optimizer, scheduler, keep: int) -> Path:
@@ -52,11 +99,12 @@ def _save_checkpoint(output_dir: Path, step: int, model, spec, optimizer, schedu
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_adapter(model, spec, tmp)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+    save_training_state(tmp / OPTIMIZER_FILE, optimizer, scheduler)
     (tmp / "state.json").write_text(json.dumps({"step": step}))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
-    old = sorted((output_dir / CKPT_DIR).glob("step-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
+    old = sorted((p for p in (output_dir / CKPT_DIR).glob("step-*") if _CKPT_NAME.fullmatch(p.name)),
+                 key=lambda p: int(p.name.split("-")[1]))
     for stale in old[:-keep]:
         shutil.rmtree(stale, ignore_errors=True)
     return folder
@@ -65,6 +113,7 @@ def _save_checkpoint(output_dir: Path, step: int, model, spec, optimizer, schedu
 def _load_checkpoint(folder: Path, model, optimizer, scheduler) -> int:
     from safetensors.torch import load_file
 
+    state = load_training_state(folder / OPTIMIZER_FILE)  # before touching the model
     tensors = load_file(str(folder / "adapter.safetensors"))
     params = dict(model.named_parameters())
     expected = {n for n, p in params.items() if p.requires_grad}
@@ -74,7 +123,6 @@ def _load_checkpoint(folder: Path, model, optimizer, scheduler) -> int:
     with torch.no_grad():
         for name, t in tensors.items():
             params[name].copy_(t.to(params[name].dtype))
-    state = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return int(json.loads((folder / "state.json").read_text())["step"])

@@ -62,14 +62,18 @@ def load_vae(backend: str, repo_id: str, models_dir, dtype=torch.float32):
     return cls.from_pretrained(root / "vae", torch_dtype=dtype, local_files_only=True)
 
 
-def load_base(model_params, dtype=torch.float32) -> BaseModels:
-    """Transformer, VAE and prompt encoder named by `ModelParams`."""
+def load_base(model_params, dtype=torch.float32, device: str | torch.device = "cpu",
+              allow_random_prompts: bool = False) -> BaseModels:
+    """Transformer, VAE and prompt encoder named by `ModelParams`. The prompt encoder is built on
+    `device` (T5-XXL / Qwen2.5-VL on a CPU would dominate inference); the caller moves the
+    transformer and VAE. `allow_random_prompts`: see training.prompts (tests, benchmarks)."""
     from training.prompts import make_prompt_encoder
 
     repo = model_params.repo_id()
     transformer = load_transformer(model_params.backend, repo, model_params.models_dir, dtype)
     vae = load_vae(model_params.backend, repo, model_params.models_dir, dtype)
-    encoder = make_prompt_encoder(model_params, transformer.config, dtype=dtype)
+    encoder = make_prompt_encoder(model_params, transformer.config, dtype=dtype, device=str(device),
+                                  allow_random=allow_random_prompts)
     return BaseModels(transformer, vae, encoder, repo)
 
 

@@ -4,13 +4,18 @@
   `encode_prompt` over the text encoders of the local base repo.
 - Qwen-Image-Edit: Qwen2.5-VL hidden states (B, L, 3584) + mask, via the edit pipeline's
   `encode_prompt`, which also sees the condition images.
-- "random" (tests only): seeded embeddings derived from the text, so one instruction always
-  gives the same tensors; sizes come from the transformer config.
+- "random" (tests and benchmarks only): seeded embeddings derived from the text, so one
+  instruction always gives the same tensors; sizes come from the transformer config. A run
+  only gets it when the caller opts in (`allow_random=True`, or the environment variable
+  VICL_ALLOW_RANDOM_PROMPTS=1 that the test helpers set), so a production params file that
+  says `prompt_encoder: random` stops instead of training on fake text; every use is logged.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,11 +31,21 @@ class PromptEmbeds:
     mask: torch.Tensor | None = None  # (B, L) Qwen; 1 = real token
 
 
+log = logging.getLogger("vicl.training")
+
+RANDOM_PROMPTS_ENV = "VICL_ALLOW_RANDOM_PROMPTS"
+
+
+def random_prompts_allowed() -> bool:
+    return os.environ.get(RANDOM_PROMPTS_ENV, "") == "1"
+
+
 class RandomPromptEncoder:
     """Test-only: embeddings seeded by the SHA-256 of the text."""
 
     def __init__(self, dim: int, pooled_dim: int | None, length: int = 8, with_mask: bool = False):
         self.dim, self.pooled_dim, self.length, self.with_mask = dim, pooled_dim, length, with_mask
+        log.warning("prompt encoder: RANDOM embeddings (tests and benchmarks only; the text is not read)")
 
     def fingerprint(self) -> str:
         return f"random-{self.dim}-{self.pooled_dim}-{self.length}"
@@ -113,9 +128,15 @@ def pad_prompts(embeds: list[torch.Tensor], masks: list[torch.Tensor]) -> Prompt
     return PromptEmbeds(out, None, mask)
 
 
-def make_prompt_encoder(model_params, transformer_config, dtype=torch.float32, device="cpu"):
-    """The encoder named by `ModelParams.prompt_encoder` for a backend."""
+def make_prompt_encoder(model_params, transformer_config, dtype=torch.float32, device="cpu",
+                        allow_random: bool = False):
+    """The encoder named by `ModelParams.prompt_encoder` for a backend, on `device`.
+
+    "random" needs an explicit opt-in (`allow_random` or VICL_ALLOW_RANDOM_PROMPTS=1)."""
     if model_params.prompt_encoder == "random":
+        if not (allow_random or random_prompts_allowed()):
+            raise ValueError("train.model.prompt_encoder: 'random' gives fake text embeddings and is for tests "
+                             f"and benchmarks only; they opt in with {RANDOM_PROMPTS_ENV}=1. Use 'pretrained'.")
         if model_params.backend == "flux":
             return RandomPromptEncoder(transformer_config.joint_attention_dim,
                                        transformer_config.pooled_projection_dim)

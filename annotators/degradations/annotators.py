@@ -11,22 +11,30 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field, model_validator
 
-from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, seed_for
+from annotators.base import Annotator, NodeOutput, Resources, seed_for
 from annotators.degradations.operators import DEGRADATIONS, degrade, get_op, resolve_severity
+from annotators.quality import GateParams, gate_view, no_op_quality
 from annotators.registry import register
 
 
-class DegradationParams(AnnotatorParams):
+class DegradationParams(GateParams):
     """severity: None = the op's default (Elastic, Frost: 4) or a seeded draw in its range.
 
     overrides: fixed operator parameters by name (e.g. {"quality": 20} for JPEG).
     seed: None = seed_for(image_id, node_type); an int fixes the random stream for all images.
+    no_op_min_changed / no_op_delta: the output is a no-op (quality `no_op`, never sampled) when
+    fewer than `no_op_min_changed` of its pixels differ from the source by more than
+    `no_op_delta` (8-bit units; annotators/quality.py), inside `gate_region` (default the centre
+    square the exporter keeps). Defaults: 0.1 % and 4 - a grey photo's saturation change is 0 %,
+    the faintest real degradation (a watermark) changes 0.4 %.
     """
 
     node_type: ClassVar[str] = ""
     severity: int | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
     seed: int | None = Field(None, ge=0)
+    no_op_min_changed: float = Field(0.001, ge=0.0, le=1.0)
+    no_op_delta: float = Field(4.0, ge=0.0, le=255.0)
 
     @model_validator(mode="after")
     def _check_against_op(self):
@@ -51,7 +59,9 @@ class DegradationAnnotator(Annotator):
         p = self.params
         seed = p.seed if p.seed is not None else seed_for(image_id, self.node_type)
         array, used = degrade(self.node_type, image, seed=seed, severity=p.severity, **p.overrides)
-        return NodeOutput(array, {"params": used, "severity": used["severity"]})
+        quality = no_op_quality(gate_view(image, p.gate_region), gate_view(array, p.gate_region),
+                                p.no_op_min_changed, p.no_op_delta)
+        return NodeOutput(array, {"params": used, "severity": used["severity"]}, quality)
 
     def annotate(self, inputs, image_ids):
         return [{self.node_type: self.render(item["image"], image_id)} for item, image_id in zip(inputs, image_ids)]

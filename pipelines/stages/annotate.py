@@ -1,439 +1,341 @@
-"""Annotate: run every configured annotator over every image part, in dependency order.
+"""Annotate: run every configured annotator over every image part it has not done, in dependency order.
 
-Model annotators, per annotator, stream their pending parts (those whose output file does
-not exist yet) through Ray Data:
-  from_items(parts) -> flat_map(read inputs of a part: image + required nodes, joined)
-                    -> map_batches(AnnotatorGroup: decode, annotate, encode; one model per actor)
-                    -> driver: rows gathered per part, each part written atomically when whole.
-Weight-free CPU operators that need only the image (degradations, edits, canny, ...) run
-fused, one Ray task per part that reads, annotates and writes the part itself.
-An annotator's folder name hashes its name, version, params and the ingest fingerprint,
-so changing any of them recomputes exactly that annotator, and adding one computes
-only the new one.
+Each (annotator, image part) is one output file, `nodes/<name>/<key>/part-<part>.parquet`
+(pipelines/annotation_plan.py: the key covers name, version, params and code digest), written
+by the worker that computed it:
+- weight-free CPU operators that need only the image (degradations, edits, canny, ...) are
+  fused: one Ray task per part reads the part once and runs every member that lacks that
+  part (changing one member's params computes only that member);
+- model annotators run as a Ray Data actor pool (`map_batches` with a callable class: the
+  model loads once per actor, `num_gpus` / `batch_size` / pool size from params), one part per
+  call; the actor reads the part, annotates it batch by batch (the next batch decoded while the
+  model runs) and streams the rows into the part file.
+Failure policy: an exception on a batch is retried image by image; an image that still fails
+is an `annotator_error` row; the same exception on every image of a batch is a code bug and
+stops the stage; transient errors (CUDA out of memory, device lost, timeouts) are retried with
+backoff on halved batches, and if they persist the part is left unfinished for a later run.
+When the stage ends it prunes outputs of annotators or parts that are gone and writes the
+catalog (pipelines/catalog.py) that every later stage reads.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
+import re
 import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.images import decode_rgb, encode_png
-from pipelines.params import AnnotatorSpec, Params, ParamsError
-from pipelines.node_types import MINED_EDIT, MINED_SOURCE
-from pipelines.store import (NODE_SCHEMA, NodeStore, clean_temp_files, part_index, part_name, part_writer, remove_tree,
-                             write_json, write_table)
+from pipelines.annotation_plan import AnnotatorRun, online_nodes, plan
+from pipelines.annotator_runtime import build_annotator, encode_output
+from pipelines.catalog import Catalog
+from pipelines.images import decode_rgb
+from pipelines.params import Params
+from pipelines.store import (NODE_SCHEMA, NodeStore, clean_temp_files, folder_summary, part_id, part_name,
+                             part_writer, remove_tree, write_json)
 
-OUT_SCHEMA = NODE_SCHEMA.append(pa.field("part", pa.int32()))
-
-
-@dataclass
-class AnnotatorRun:
-    name: str
-    params_json: str  # validated params, JSON (plain data: travels to any worker)
-    version: str
-    produces: tuple[str, ...]
-    requires: tuple[str, ...]
-    folder: Path
-    folder_hash: str
-    spec: AnnotatorSpec
-    device: str
-    num_gpus: float
-    num_cpus: float
-    batch_size: int
-    concurrency: int
-    weight_free: bool  # no model weights: a pure CPU operator (degradations, edits, canny, ...)
+_TRANSIENT = re.compile(r"out of memory|CUDA error: (unspecified launch failure|an illegal memory access)|"
+                        r"device (lost|not ready)|ECC error|NCCL|timed? ?out", re.IGNORECASE)
 
 
-def _resolve_device(device: str, num_gpus: float) -> str:
-    if device != "auto":
-        return device
-    if num_gpus == 0:  # a CPU annotator: no torch import (2 s) in a driver that may never need it
-        return "cpu"
-    import torch
-
-    return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
+class TransientFailure(RuntimeError):
+    """Retries did not get past a transient error: the part is left for a later run."""
 
 
-def plan(params: Params, store: NodeStore) -> list[AnnotatorRun]:
-    """Configured annotators in dependency order, each with its store folder and resources."""
-    import annotators
-
-    marker = store.images_dir / "ingest.json"
-    ingest_fp = json.loads(marker.read_text())["fingerprint"] if marker.exists() else "none"
-    runs: dict[str, AnnotatorRun] = {}
-    producer: dict[str, str] = {}
-    for name, spec in params.annotate.annotators.items():
-        if spec.online:
-            continue
-        cls = annotators.get(name)
-        model = cls.Params.model_validate(spec.params)
-        folder_hash = hashlib.sha256(f"{cls.params_hash(model)}/{ingest_fp}".encode()).hexdigest()[:12]
-        num_gpus = spec.num_gpus if spec.num_gpus is not None else cls.resources.num_gpus
-        runs[name] = AnnotatorRun(
-            name=name, params_json=model.model_dump_json(), version=cls.version, produces=tuple(cls.produces),
-            requires=tuple(r.removesuffix(".meta") for r in cls.requires),
-            folder=store.annotator_dir(name, folder_hash), folder_hash=folder_hash, spec=spec,
-            device=_resolve_device(params.annotate.device, num_gpus), num_gpus=num_gpus,
-            num_cpus=spec.num_cpus if spec.num_cpus is not None else cls.resources.num_cpus,
-            batch_size=spec.batch_size or cls.resources.batch_size,
-            concurrency=spec.concurrency or cls.resources.concurrency, weight_free=not cls.weights)
-        for node in cls.produces:
-            producer[node] = name
-    order, state = [], {}
-
-    def visit(name: str, trail: tuple[str, ...]):
-        if state.get(name) == "done":
-            return
-        if state.get(name) == "visiting":
-            raise ParamsError(f"annotate.annotators: dependency cycle {' -> '.join(trail + (name,))}")
-        state[name] = "visiting"
-        for node in runs[name].requires:
-            if node != "image":
-                visit(producer[node], trail + (name,))
-        state[name] = "done"
-        order.append(runs[name])
-
-    for name in sorted(runs):
-        visit(name, ())
-    return order
+class AnnotatorBug(RuntimeError):
+    """The same exception on every image of a batch: a bug in the annotator, not bad data."""
 
 
-def node_sources(runs: list[AnnotatorRun], store: NodeStore) -> dict[str, Path]:
-    """node type -> folder of the parts that hold it (materialised nodes only)."""
-    out = {"image": store.images_dir}
-    for run in runs:
-        for node in run.produces:
-            out[node] = run.folder
-    mined = store.root / "mined"
-    if (mined / part_name(0)).exists():  # written by the mine stage (pipelines/stages/mine.py)
-        out[MINED_SOURCE] = out[MINED_EDIT] = mined
-    return out
-
-
-def online_nodes(params: Params) -> dict[str, tuple[str, str]]:
-    """node type -> (annotator name, params JSON) for annotators configured `online: true`."""
-    import annotators
-
-    out = {}
-    for name, spec in params.annotate.annotators.items():
-        if spec.online:
-            cls = annotators.get(name)
-            params_json = cls.Params.model_validate(spec.params).model_dump_json()
-            out.update({node: (name, params_json) for node in cls.produces})
-    return out
-
-
-_ONLINE_CACHE: dict[tuple[str, str], object] = {}
-
-
-def render_online(name: str, params_json: str, image_bytes: bytes, image_id: str, node: str,
-                  plugins: tuple[str, ...] = ()) -> bytes:
-    """The online path: the same annotator class, called on one decoded image, encoded as stored."""
-    import annotators
-    from annotators import registry
-
-    key = (name, params_json)
-    if key not in _ONLINE_CACHE:
-        registry.load_plugins(list(plugins))
-        cls = annotators.get(name)
-        annotator = cls(cls.Params.model_validate_json(params_json))
-        annotator.load()
-        _ONLINE_CACHE[key] = annotator
-    out = _ONLINE_CACHE[key].annotate([{"image": decode_rgb(image_bytes), "image.meta": {}}], [image_id])[0]
-    return _encode_output(out[node])["data"]
+def is_transient(e: BaseException) -> bool:
+    return isinstance(e, TimeoutError) or type(e).__name__ in ("OutOfMemoryError", "AcceleratorError") \
+        or bool(_TRANSIENT.search(str(e)))
 
 
 # --- workers ----------------------------------------------------------------------------------
 
-def read_part_inputs(item: dict) -> list[dict]:
-    """flat_map: one part -> rows of (image_id, data/meta of each required node), inner-joined on ok rows."""
-    inputs: dict[str, str] = json.loads(item["inputs"])
+def read_part_inputs(inputs: dict[str, str]) -> list[dict]:
+    """One part -> rows (image_id, data/meta of each required node), inner-joined on usable rows, by id."""
     joined: dict[str, dict] | None = None
-    for node, path in inputs.items():
-        t = pq.read_table(path, columns=["image_id", "node_type", "data", "meta", "error"])
+    for node, path in sorted(inputs.items()):
+        t = pq.read_table(path, columns=["image_id", "node_type", "data", "meta", "error", "quality"],
+                          filters=[("node_type", "=", node)])
         rows = {}
         for r in t.to_pylist():
-            if r["node_type"] == node and r["error"] is None and r["image_id"] not in rows:
+            if r["error"] is None and r["quality"] is None and r["image_id"] not in rows:
                 rows[r["image_id"]] = {f"data:{node}": r["data"], f"meta:{node}": r["meta"]}
-        if joined is None:
-            joined = rows
-        else:
-            joined = {k: {**v, **rows[k]} for k, v in joined.items() if k in rows}
-    return [{"part": item["part"], "image_id": k, **v} for k, v in sorted((joined or {}).items())]
+        joined = rows if joined is None else {k: {**v, **rows[k]} for k, v in joined.items() if k in rows}
+    return [{"image_id": k, **v} for k, v in sorted((joined or {}).items())]
 
 
 class AnnotatorGroup:
-    """The annotators of one group, built and loaded once per process: Ray Data's actor pool
-    calls it per batch (model annotators), a part task per part (weight-free CPU operators).
-
-    Usually one annotator; CPU annotators that need only the image are fused into one group
-    so a batch is read and decoded once for all of them."""
+    """The annotators of one group, built and loaded once per process (a Ray Data actor, or a part
+    task's worker), then called once per part: read, decode, annotate, write each member's file."""
 
     def __init__(self, runs: list[dict]):
-        import annotators
-        from annotators import registry
-
         if runs[0].get("cpu_threads"):  # Ray sets OMP_NUM_THREADS (torch, numpy); OpenCV has its own pool
             import cv2
 
             cv2.setNumThreads(runs[0]["cpu_threads"])
-
-        registry.load_plugins(runs[0]["plugins"])
-        self.members = []
+        self.members = {}
         for run in runs:
-            cls = annotators.get(run["name"])
-            annotator = cls(cls.Params.model_validate_json(run["params_json"]), device=run["device"],
-                            models_dir=run["models_dir"])
-            annotator.load()
-            self.members.append((cls, annotator, run["folder_hash"]))
+            cls, annotator = build_annotator(run["name"], run["params_json"], device=run["device"],
+                                             models_dir=run["models_dir"], plugins=run["plugins"])
+            self.members[run["name"]] = (cls, annotator, run["key"])
         self.png_level = runs[0]["png_compress_level"]
-        self.requires = sorted({r.removesuffix(".meta") for cls, _, _ in self.members for r in cls.requires})
+        self.max_retries, self.backoff = runs[0]["max_retries"], runs[0]["retry_backoff_s"]
+        self.requires = sorted({r.removesuffix(".meta") for cls, _, _ in self.members.values() for r in cls.requires})
 
-    def _decode(self, batch: dict) -> list[dict]:
+    def decode(self, batch: list[dict]) -> list[dict]:
         items = []
-        for i in range(len(batch["image_id"])):
+        for row in batch:
             item = {}
             for node in self.requires:
-                data = batch[f"data:{node}"][i]
+                data = row[f"data:{node}"]
                 if data:
                     item[node] = decode_rgb(data)
-                item[f"{node}.meta"] = json.loads(batch[f"meta:{node}"][i] or "{}")
+                item[f"{node}.meta"] = json.loads(row[f"meta:{node}"] or "{}")
             items.append(item)
         return items
 
-    @staticmethod
-    def _annotate_isolated(annotator, items, ids):
-        """Batch first; if the batch raises, image by image so one bad input fails alone."""
+    def _call(self, annotator, items, ids):
+        """The annotator on a batch; transient errors retried with backoff on halved batches."""
+        for attempt in itertools.count():
+            try:
+                if attempt and len(ids) > 1:
+                    half = len(ids) // 2
+                    return self._call(annotator, items[:half], ids[:half]) + \
+                        self._call(annotator, items[half:], ids[half:])
+                return list(annotator.annotate(items, ids))
+            except Exception as e:  # noqa: BLE001 - sorted into transient / per image below
+                if not is_transient(e):
+                    raise
+                if attempt >= self.max_retries:
+                    raise TransientFailure(f"{type(e).__name__}: {e} (after {attempt} retries)") from e
+                time.sleep(self.backoff * 2 ** attempt)
+                _free_accelerator_memory()
+
+    def annotate_isolated(self, name: str, items: list[dict], ids: list[str]) -> tuple[list, list]:
+        """Outputs and per-image errors of one member on one batch."""
+        cls, annotator, _ = self.members[name]
         try:
-            return annotator.annotate(items, ids), [None] * len(ids)
-        except Exception:  # noqa: BLE001 - isolated below, per image
-            outs, errors = [], []
+            return self._call(annotator, items, ids), [None] * len(ids)
+        except TransientFailure:
+            raise
+        except Exception:  # noqa: BLE001 - image by image, so one bad input fails alone
+            outs, errors, kinds = [], [], set()
             for item, image_id in zip(items, ids):
                 try:
-                    outs.append(annotator.annotate([item], [image_id])[0])
+                    outs.append(self._call(annotator, [item], [image_id])[0])
                     errors.append(None)
-                except Exception as e:  # noqa: BLE001 - recorded in the failures table
+                except TransientFailure:
+                    raise
+                except Exception as e:  # noqa: BLE001 - recorded as this image's failure
                     outs.append(None)
-                    errors.append(f"{type(e).__name__}: {e}")
+                    errors.append(f"annotator_error: {type(e).__name__}: {e}")
+                    kinds.add((type(e).__name__, str(e)))
+            if len(ids) > 1 and all(errors) and len(kinds) == 1:
+                raise AnnotatorBug(f"{name}: every image of a batch of {len(ids)} raised {errors[0]}; "
+                                   f"a bug in the annotator, not bad data") from None
             return outs, errors
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return pa.Table.from_pylist(self.annotate_rows(batch.to_pydict()), schema=OUT_SCHEMA)
-
-    def annotate_rows(self, batch: dict[str, list]) -> list[dict]:
-        """Columns of one batch (image_id, part, data:/meta: of each required node) -> output rows."""
-        ids = batch["image_id"]
+    def decode_batch(self, batch: list[dict]) -> tuple[list[dict] | None, str | None]:
         try:
-            items, decode_error = self._decode(batch), None
-        except Exception as e:  # noqa: BLE001 - undecodable input: every image of the batch fails
-            items, decode_error = None, f"{type(e).__name__}: {e}"
-        rows = []
-        for cls, annotator, folder_hash in self.members:
+            return self.decode(batch), None
+        except Exception as e:  # noqa: BLE001 - an undecodable stored input: every image of the batch fails
+            return None, f"annotator_error: undecodable input: {type(e).__name__}: {e}"
+
+    def annotate_rows(self, batch: list[dict], names: list[str], decoded=None) -> dict[str, list[dict]]:
+        """Rows of one batch of a part -> {member: its output rows}."""
+        ids = [r["image_id"] for r in batch]
+        items, decode_error = decoded or self.decode_batch(batch)
+        out = {}
+        for name in names:
+            cls, annotator, key = self.members[name]
             start = time.perf_counter()
             if decode_error is None:
-                outs, errors = self._annotate_isolated(annotator, items, ids)
+                outs, errors = self.annotate_isolated(name, items, ids)
             else:
                 outs, errors = [None] * len(ids), [decode_error] * len(ids)
             seconds = (time.perf_counter() - start) / max(1, len(ids))
-            for part, image_id, out, error in zip(batch["part"], ids, outs, errors):
-                for node in cls.produces:
+            rows = []
+            for image_id, result, error in zip(ids, outs, errors):
+                for node in sorted(cls.produces):
                     row = {"image_id": image_id, "node_type": node, "data": b"", "format": "none", "width": 0,
                            "height": 0, "meta": "{}", "annotator": cls.name, "annotator_version": cls.version,
-                           "params_hash": folder_hash, "seconds": seconds, "error": error, "part": part}
+                           "params_hash": key, "seconds": seconds, "error": error, "quality": None}
                     if error is None:
                         try:
-                            row.update(_encode_output(out[node], self.png_level))
+                            row.update(encode_output(result[node], self.png_level))
                         except Exception as e:  # noqa: BLE001 - a malformed output is this image's failure
-                            row["error"] = f"bad output for {node}: {type(e).__name__}: {e}"
+                            row["error"] = f"annotator_error: bad output for {node}: {type(e).__name__}: {e}"
                     rows.append(row)
-        return rows
+            out[name] = rows
+        return out
+
+    def annotate_part(self, inputs: dict[str, str], paths: dict[str, str], batch_size: int) -> dict:
+        """One part through the members named in `paths` (member -> output file), each member's rows
+        streamed into its file batch by batch; the next batch is decoded while this one runs."""
+        rows = read_part_inputs(inputs)
+        names = sorted(n for n, p in paths.items() if not Path(p).exists())
+        batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+        try:
+            with ExitStack() as files, ThreadPoolExecutor(1) as reader:
+                writers = {n: files.enter_context(part_writer(paths[n], NODE_SCHEMA)) for n in names}
+                decoded = reader.submit(self.decode_batch, batches[0]) if batches else None
+                for k, batch in enumerate(batches):
+                    items = decoded.result()
+                    if k + 1 < len(batches):
+                        decoded = reader.submit(self.decode_batch, batches[k + 1])
+                    for name, member_rows in self.annotate_rows(batch, names, items).items():
+                        writers[name](pa.Table.from_pylist(member_rows, schema=NODE_SCHEMA))
+        except TransientFailure as e:
+            return {"status": "unfinished", "detail": str(e), "images": len(rows)}
+        except AnnotatorBug:
+            return {"status": "bug", "detail": traceback.format_exc(), "images": len(rows)}
+        return {"status": "done", "images": len(rows), "members": names}
+
+    def __call__(self, batch: dict) -> dict:
+        """Ray Data: a batch of part items -> one status row each."""
+        results = [self.annotate_part(json.loads(i), json.loads(p), int(b))
+                   for i, p, b in zip(batch["inputs"], batch["paths"], batch["batch_size"])]
+        return {"part": list(batch["part"]), "status": [r["status"] for r in results],
+                "detail": [r.get("detail", "") for r in results]}
 
 
-def _encode_output(out, png_level: int = 1) -> dict:
-    meta = json.dumps(out.meta, sort_keys=True, default=_json_default)
-    if out.array is None:
-        return {"data": b"", "format": "json", "meta": meta}
-    arr = np.asarray(out.array)
-    if arr.dtype not in (np.uint8, np.uint16) or arr.ndim not in (2, 3):
-        raise ValueError(f"expected HxW or HxWx3 uint8/uint16, got {arr.dtype} {arr.shape}")
-    return {"data": encode_png(arr, png_level), "format": "png", "width": int(arr.shape[1]), "height": int(arr.shape[0]),
-            "meta": meta}
+def _free_accelerator_memory() -> None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+_PART_GROUP: dict[str, AnnotatorGroup] = {}  # per worker process: the last group, built once
+
+
+def annotate_part_task(inputs: dict[str, str], runs: list[dict], paths: dict[str, str], batch_size: int) -> dict:
+    """A Ray task: one part of a fused group of weight-free CPU operators."""
+    key = json.dumps(runs, sort_keys=True)
+    if key not in _PART_GROUP:
+        _PART_GROUP.clear()
+        _PART_GROUP[key] = AnnotatorGroup(runs)
+    return _PART_GROUP[key].annotate_part(inputs, paths, batch_size)
 
 
 # --- driver -----------------------------------------------------------------------------------
 
-def _expected_rows(inputs: dict[str, str]) -> int:
-    return len(read_ids_joined(inputs))
+def worker_args(group: list[AnnotatorRun], params: Params) -> list[dict]:
+    """What a worker needs to build the group's annotators (plain data: travels to any node)."""
+    a = params.annotate
+    return [{"name": run.name, "params_json": run.params_json, "device": run.device,
+             "models_dir": str(Path(a.models_dir).absolute()), "plugins": list(a.plugins), "key": run.key,
+             "png_compress_level": a.png_compress_level, "max_retries": a.max_retries,
+             "retry_backoff_s": a.retry_backoff_s} for run in group]
 
 
-def read_ids_joined(inputs: dict[str, str]) -> set[str]:
-    ids = None
-    for node, path in inputs.items():
-        t = pq.read_table(path, columns=["image_id", "node_type", "error"])
-        ok = {r["image_id"] for r in t.to_pylist() if r["node_type"] == node and r["error"] is None}
-        ids = ok if ids is None else ids & ok
-    return ids or set()
+def _folders(runs: list[AnnotatorRun], store: NodeStore) -> dict[str, Path]:
+    out = {"image": store.images_dir}
+    for run in runs:
+        out.update({node: run.folder for node in run.produces})
+    return out
 
 
-def run_group(group: list[AnnotatorRun], sources: dict[str, Path], store: NodeStore, params: Params,
+def run_group(group: list[AnnotatorRun], folders: dict[str, Path], store: NodeStore, params: Params,
               progress=None) -> list[dict]:
-    """Annotators with the same inputs, run together over their pending parts; each writes its own parts."""
-    requires = group[0].requires
-    parts = [part_index(p) for p in store.image_parts()]
-    todo: dict[int, list[AnnotatorRun]] = {}
+    """Annotators with the same inputs, over the parts some member lacks; each member writes its own files."""
+    parts = [part_id(p) for p in store.image_parts()]
+    todo: dict[str, list[AnnotatorRun]] = {}
     for run in group:
         clean_temp_files(run.folder)
         write_json({"name": run.name, "version": run.version, "params": json.loads(run.params_json),
-                    "produces": list(run.produces), "requires": list(run.requires)}, run.folder / "annotator.json")
+                    "code_digest": run.code_digest, "produces": list(run.produces), "requires": list(run.requires)},
+                   run.folder / "annotator.json")
         for k in parts:
             if not (run.folder / part_name(k)).exists():
                 todo.setdefault(k, []).append(run)
     computed = {run.name: sum(run in runs for runs in todo.values()) for run in group}
-    inputs = {}
-    for k in todo:
-        inputs[k] = {node: str(sources[node] / part_name(k)) for node in requires}
-        missing = [p for p in inputs[k].values() if not Path(p).exists()]
+    items = []
+    for k in sorted(todo):
+        inputs = {node: str(folders[node] / part_name(k)) for node in group[0].requires}
+        missing = [p for p in inputs.values() if not Path(p).exists()]
         if missing:
             raise RuntimeError(f"{group[0].name}: input part missing: {missing[0]} (did its annotator fail?)")
-    n_images = {k: _expected_rows(v) for k, v in inputs.items()}
-    for k in [k for k, n in n_images.items() if n == 0]:  # nothing to annotate: an empty part is still done
-        for run in todo.pop(k):
-            write_table(OUT_SCHEMA.empty_table().drop_columns(["part"]), run.folder / part_name(k))
-    if todo:
-        # a part some members already finished is recomputed for all: rare (a crash between writes)
-        group_args = worker_args(group, params)
+        items.append({"part": k, "inputs": inputs, "paths": {r.name: str(r.folder / part_name(k)) for r in todo[k]}})
+    unfinished = []
+    if items:
+        args = worker_args(group, params)
         label = group[0].name if len(group) == 1 else f"{len(group)} CPU annotators"
-        bar = (progress or _no_bar)(total=len(todo), desc=f"annotate {label}")
+        bar = (progress or _NoBar)(total=len(items), desc=f"annotate {label}")
+        batch_size = min(r.batch_size for r in group)
         if params.annotate.cpu_executor == "tasks" and all(r.num_gpus == 0 and r.weight_free for r in group):
-            _run_part_tasks(group, sorted(todo), inputs, group_args, bar)
+            results = _run_part_tasks(group, items, args, batch_size, bar)
         else:
-            _run_actor_pool(group, todo, inputs, n_images, group_args, bar)
+            results = _run_actor_pool(group, items, args, batch_size, bar)
         bar.close()
-    return [{"annotator": run.name, "computed_parts": computed[run.name], "parts": len(parts)} for run in group]
+        for part, result in sorted(results.items()):
+            if result["status"] == "bug":
+                raise AnnotatorBug(f"annotate stopped on part {part}:\n{result['detail']}")
+            if result["status"] == "unfinished":
+                unfinished.append({"part": part, "detail": result["detail"]})
+    return [{"annotator": run.name, "computed_parts": computed[run.name], "parts": len(parts),
+             "unfinished_parts": len(unfinished)} for run in group] if group else []
 
 
-def worker_args(group: list[AnnotatorRun], params: Params) -> list[dict]:
-    """What a worker needs to build the group's annotators (plain data: travels to any node)."""
-    return [{"name": run.name, "params_json": run.params_json, "device": run.device,
-             "models_dir": str(Path(params.annotate.models_dir).absolute()), "plugins": params.annotate.plugins,
-             "folder_hash": run.folder_hash, "png_compress_level": params.annotate.png_compress_level}
-            for run in group]
-
-
-def _run_actor_pool(group: list[AnnotatorRun], todo: dict[int, list[AnnotatorRun]], inputs: dict[int, dict],
-                    n_images: dict[int, int], group_args: list[dict], bar) -> None:
-    """Ray Data: parts -> rows -> an actor pool (one model per actor) -> the driver writes each part when whole."""
-    import ray.data
-
-    expected = {(run.name, k): n_images[k] * len(run.produces) for k in todo for run in group}
-    folders = {run.name: run.folder for run in group}
-    items = [{"part": k, "inputs": json.dumps(inputs[k])} for k in sorted(todo)]
-    size, num_cpus = _pool(group)
-    if all(r.num_gpus == 0 for r in group):
-        group_args[0]["cpu_threads"] = max(1, round(num_cpus))
-    ds = (ray.data.from_items(items, override_num_blocks=len(items))
-          .flat_map(read_part_inputs, num_cpus=READ_CPUS)
-          .map_batches(AnnotatorGroup, fn_constructor_kwargs={"runs": group_args}, batch_format="pyarrow",
-                       batch_size=min(r.batch_size for r in group), compute=ray.data.ActorPoolStrategy(size=size),
-                       num_gpus=max(r.num_gpus for r in group), num_cpus=num_cpus))
-    buffers: dict[tuple[str, int], list[pa.Table]] = {key: [] for key in expected}
-    counts = dict.fromkeys(expected, 0)
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for name, k in sorted(set(zip(batch["annotator"].to_pylist(), batch["part"].to_pylist()))):
-            rows = batch.filter(pa.compute.and_(pa.compute.equal(batch["annotator"], name),
-                                                pa.compute.equal(batch["part"], k)))
-            buffers[(name, k)].append(rows)
-            counts[(name, k)] += rows.num_rows
-            if counts[(name, k)] == expected[(name, k)]:
-                path = folders[name] / part_name(k)
-                if not path.exists():
-                    _write_part(pa.concat_tables(buffers[(name, k)]), path)
-                del buffers[(name, k)]
-                if not any(key[1] == k for key in buffers):
-                    bar.update(1)
-    if buffers:
-        raise RuntimeError(f"parts {sorted(buffers)} did not receive all their rows")
-
-
-def _run_part_tasks(group: list[AnnotatorRun], parts: list[int], inputs: dict[int, dict], group_args: list[dict],
-                    bar) -> None:
-    """Weight-free CPU operators: one Ray task per part reads, annotates and writes that part itself.
+def _run_part_tasks(group: list[AnnotatorRun], items: list[dict], args: list[dict], batch_size: int, bar) -> dict:
+    """Weight-free CPU operators: one Ray task per part, each running only the members that part lacks.
 
     Nothing to load per worker, so an actor pool buys nothing, and a task that writes its own
-    files spares the hand-over of every output through the object store and the driver
-    (benchmarks/degrade.py: this stage is where the CPU set spends its time)."""
+    files spares the hand-over of every output through the object store and the driver."""
     import ray
 
     num_cpus = max(r.num_cpus for r in group)
-    group_args[0]["cpu_threads"] = max(1, round(num_cpus))
-    task = ray.remote(num_cpus=num_cpus)(annotate_part)
-    batch_size = min(r.batch_size for r in group)
-    runs = ray.put(group_args)  # once, not once per part
-    queue = iter(parts)
+    args[0]["cpu_threads"] = max(1, round(num_cpus))
+    task = ray.remote(num_cpus=num_cpus)(annotate_part_task)
+    runs = ray.put(args)  # once, not once per part
+    queue = iter(items)
+    results = {}
 
-    def submit(count: int) -> list:
-        return [task.remote(k, inputs[k], runs, {run.name: str(run.folder / part_name(k)) for run in group},
-                            batch_size) for k in itertools.islice(queue, count)]
+    def submit(count: int) -> dict:
+        return {task.remote(i["inputs"], runs, i["paths"], batch_size): i["part"] for i in itertools.islice(queue, count)}
 
     # A bounded window keeps every CPU busy without one pending task per part of a large corpus.
     pending = submit(max(2, 2 * int(ray.cluster_resources().get("CPU", 1) / num_cpus)))
     while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        ray.get(done)  # re-raises a task's error (an image's own failure is a row, not an error)
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            results[pending.pop(ref)] = ray.get(ref)
         bar.update(len(done))
-        pending += submit(len(done))
+        pending.update(submit(len(done)))
+    return results
 
 
-_PART_ANNOTATOR: dict[str, AnnotatorGroup] = {}  # per worker process: the last group, built once
+def _run_actor_pool(group: list[AnnotatorRun], items: list[dict], args: list[dict], batch_size: int, bar) -> dict:
+    """Ray Data: parts -> an actor pool (one model per actor) that annotates and writes each part."""
+    import ray.data
 
-
-def annotate_part(part: int, inputs: dict[str, str], runs: list[dict], paths: dict[str, str],
-                  batch_size: int) -> int:
-    """One part through every annotator of a group, each annotator's rows streamed into its part
-    file batch by batch (a part of large images with dozens of outputs each need not fit in memory)."""
-    key = json.dumps(runs, sort_keys=True)
-    if key not in _PART_ANNOTATOR:
-        _PART_ANNOTATOR.clear()
-        _PART_ANNOTATOR[key] = AnnotatorGroup(runs)
-    group = _PART_ANNOTATOR[key]
-    rows = read_part_inputs({"part": part, "inputs": json.dumps(inputs)})  # sorted by image id
-    schema = OUT_SCHEMA.remove(OUT_SCHEMA.get_field_index("part"))
-    with ExitStack() as files:
-        writers = {name: files.enter_context(part_writer(path, schema))
-                   for name, path in paths.items() if not Path(path).exists()}
-        for i in range(0, len(rows), batch_size):
-            chunk = rows[i:i + batch_size]
-            table = pa.Table.from_pylist(group.annotate_rows({column: [r[column] for r in chunk] for column in chunk[0]}),
-                                         schema=OUT_SCHEMA)
-            for name, write in writers.items():
-                write(_part_rows(table.filter(pa.compute.equal(table["annotator"], name))))
-    return len(rows)
-
-
-READ_CPUS = 0.25  # the part-reading tasks: light, and must never be starved by the actors
+    size, num_cpus = _pool(group)
+    if all(r.num_gpus == 0 for r in group):
+        args[0]["cpu_threads"] = max(1, round(num_cpus))
+    rows = [{"part": i["part"], "inputs": json.dumps(i["inputs"]), "paths": json.dumps(i["paths"]),
+             "batch_size": batch_size} for i in items]
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+        AnnotatorGroup, fn_constructor_kwargs={"runs": args}, batch_size=1, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=size), num_gpus=max(r.num_gpus for r in group), num_cpus=num_cpus)
+    results = {}
+    for row in ds.iter_rows():
+        results[str(row["part"])] = {"status": str(row["status"]), "detail": str(row["detail"])}
+        bar.update(1)
+    return results
 
 
 def _pool(group: list[AnnotatorRun]) -> tuple[int, float]:
-    """(pool size, CPUs per actor). A CPU-only pool puts one actor per core of every node, each
-    asking a little under a core, so every node keeps READ_CPUS for the part readers (a node
-    whose actors took all its CPUs would starve them, and the pipeline would stall)."""
+    """(pool size, CPUs per actor): GPU pools as configured; a CPU pool one actor per core of every node."""
     import ray
 
     concurrency = max(r.concurrency for r in group)
@@ -442,21 +344,10 @@ def _pool(group: list[AnnotatorRun]) -> tuple[int, float]:
         return concurrency, num_cpus
     node_cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]]
     node_cpus = [c for c in node_cpus if c >= 1] or [1.0]
-    per_actor = min([num_cpus] + [(c - READ_CPUS) / int(c) for c in node_cpus])
-    return max(1, min(concurrency, sum(int(c) for c in node_cpus))), per_actor
+    return max(1, min(concurrency, sum(int(c) for c in node_cpus))), min([num_cpus] + [c / int(c) for c in node_cpus])
 
 
-def _part_rows(table: pa.Table) -> pa.Table:
-    """A part's rows as stored: without the routing column, ordered by (image id, node type)."""
-    table = table.drop_columns(["part"])
-    return table.take(pa.compute.sort_indices(table, sort_keys=[("image_id", "ascending"), ("node_type", "ascending")]))
-
-
-def _write_part(table: pa.Table, path: Path) -> None:
-    write_table(_part_rows(table), path)
-
-
-class _no_bar:
+class _NoBar:
     def __init__(self, **_):
         pass
 
@@ -467,20 +358,41 @@ class _no_bar:
         pass
 
 
+def _prune(runs: list[AnnotatorRun], store: NodeStore, prune_folders: bool) -> None:
+    """Remove outputs of image parts that are gone and, with prune_stale, folders no longer configured."""
+    live = {p.name for p in store.image_parts()}
+    keep = {run.folder for run in runs}
+    for folder in sorted(store.nodes_dir.glob("*/*")):
+        if not folder.is_dir():
+            continue
+        if folder not in keep:
+            if prune_folders:
+                remove_tree(folder)
+            continue
+        for part in folder.glob("part-*.parquet"):
+            if part.name not in live:
+                part.unlink()
+    for folder in sorted(store.nodes_dir.glob("*")):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 def run_annotate(params: Params, store: NodeStore, progress=None) -> list[dict]:
+    if not store.image_parts() and not (store.images_dir / "listing.parquet").exists():
+        from pipelines.catalog import StageOrderError
+
+        raise StageOrderError(f"no ingested images in {store.root}: run `vicl ingest` first")
     runs = plan(params, store)
-    sources = node_sources(runs, store)
+    folders = _folders(runs, store)
     # CPU annotators that read only the image share one pipeline (one read and decode per
-    # batch); the others run one by one in dependency order, after them.
+    # part); the others run one by one in dependency order, after them.
     fused = [r for r in runs if r.num_gpus == 0 and r.requires == ("image",)] if params.annotate.fuse_cpu else []
     groups = ([fused] if fused else []) + [[r] for r in runs if r not in fused]
-    results = [result for group in groups for result in run_group(group, sources, store, params, progress)]
-    if params.annotate.prune_stale:
-        keep = {run.folder for run in runs}
-        for folder in sorted(store.nodes_dir.glob("*/*")):
-            if folder.is_dir() and folder not in keep:
-                remove_tree(folder)
-        for folder in sorted(store.nodes_dir.glob("*")):
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+    results = [result for group in groups for result in run_group(group, folders, store, params, progress)]
+    _prune(runs, store, params.annotate.prune_stale)
+    for folder in sorted({r.folder for r in runs}):
+        folder_summary(folder)  # brought up to date once here, so later stages only read it
+    Catalog.write(store, {n: (("ingest" if n == "image" else next(r.name for r in runs if n in r.produces)), f)
+                          for n, f in folders.items() if n != "image"},
+                  online_nodes(params), params.annotate.plugins)
     return results

@@ -4,29 +4,37 @@ Shard sets (uniform fields within each):
   shards/<split>/<split>-NNNNN.tar                 grid layout: json + grid.png (the trainer's)
   shards_seq/<split>/<R>x<C>/<split>-NNNNN.tar     sequence layout: json + r<i>c<j>.png, one set per shape
 Shard j of a set holds its samples [j*S, (j+1)*S) in key order; each is one Ray Data task
-that reads only the node rows it needs and writes its tar atomically. Finished shards are
-skipped on a re-run, so a killed export resumes and ends byte-identical to an
-uninterrupted one. `export.graph200k` adds the Graph200K-compatible folder export.
+that reads only the row groups holding its cells (the driver locates every cell through the
+catalog's compact index) and writes its tar atomically. Finished shards are skipped on a
+re-run, so a killed export resumes and ends byte-identical to an uninterrupted one; a shard
+whose plan digest changed (its samples, cells, export params, or the code that renders shards)
+is rewritten. `export.graph200k` adds the Graph200K-compatible folder export.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections import defaultdict
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.annotator_runtime import render_online
+from pipelines.catalog import Catalog, StageOrderError
 from pipelines.layouts import shape_set
 from pipelines.manifest import build_manifest
 from pipelines.params import Params
 from pipelines.sampling import SPLITS
 from pipelines.sampling_params import ExportParams
 from pipelines.shards import CellCache, assemble, cell_refs, write_tar
-from pipelines.stages.annotate import node_sources, online_nodes, plan, render_online
-from pipelines.store import NodeStore, clean_temp_files, read_rows, write_json, write_table
+from pipelines.store import NodeStore, clean_temp_files, folder_summary, read_cells, write_json, write_table
+
+# The code that renders a shard: a change to it rewrites the shards it made.
+_RENDER_CODE = ("shards.py", "layouts.py", "sample_schema.py", "images.py", "annotator_runtime.py", "node_types.py")
+QUALITY_SCHEMA = pa.schema([("annotator", pa.string()), ("node_type", pa.string()), ("image_id", pa.string()),
+                            ("reason", pa.string()), ("part", pa.string())])
 
 
 def shard_path(out: Path, split: str, index: int, layout: str = "grid", shape: str = "") -> Path:
@@ -35,38 +43,40 @@ def shard_path(out: Path, split: str, index: int, layout: str = "grid", shape: s
     return out / "shards_seq" / split / shape / f"{split}-{index:05d}.tar"
 
 
-def load_cells(samples: list[dict], locations: list, online: dict, plugins: tuple[str, ...]) -> dict:
-    """(node, image id) -> encoded bytes for every cell of the samples (online nodes rendered)."""
+def load_cells(samples: list[dict], cells: list, online: dict, plugins: tuple[str, ...], store_root: str) -> dict:
+    """(node, image id) -> encoded bytes for every cell of the samples (online nodes rendered; their
+    meta, which records the parameters they used, is put in each sample's `online_params`)."""
     by_part: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for node, image_id, path in locations:
-        by_part[(path, node)].append(image_id)
-    cells = {}
-    for (path, node), ids in sorted(by_part.items()):
-        for image_id, row in read_rows(path, ids, node).items():
-            cells[(node, image_id)] = row["data"]
+    for node, image_id, part in cells:
+        by_part[(part, node)].append(image_id)
+    out, metas = {}, {}
+    for (part, node), ids in sorted(by_part.items()):
+        for image_id, row in read_cells(Path(store_root) / part, ids, node).items():
+            out[(node, image_id)] = row["data"]
     for s in samples:
+        used = {}
         for node, image_id in cell_refs(s):
-            if node in online and (node, image_id) not in cells:
-                cells[(node, image_id)] = render_online(*online[node], cells[("image", image_id)], image_id, node,
-                                                        plugins)
-    return cells
+            if node in online:
+                if (node, image_id) not in out:
+                    name, params_json = online[node]
+                    out[(node, image_id)], metas[(node, image_id)] = render_online(
+                        name, params_json, out[("image", image_id)], image_id, node, plugins)
+                used[f"{node}/{image_id}"] = json.loads(metas[(node, image_id)])
+        if used:
+            s["online_params"] = used
+    return out
 
 
 def write_shard(item: dict) -> dict:
     """Ray Data map function: assemble and write one shard from plain data (paths, ids)."""
     samples = json.loads(item["samples"])
     export = ExportParams.model_validate_json(item["export"])
-    cells = load_cells(samples, json.loads(item["locations"]), json.loads(item["online"]), tuple(item["plugins"]))
+    cells = load_cells(samples, json.loads(item["cells"]), json.loads(item["online"]), tuple(item["plugins"]),
+                       item["store"])
     cache = CellCache(cells, export.png_compress_level)  # cells shared by samples of this shard: fitted once
     encoded = [assemble(s, cache, export, item["layout"]) for s in samples]
     size = write_tar(encoded, item["path"], mtime=export.mtime)
     return {"path": item["path"], "samples": len(encoded), "bytes": size}
-
-
-def node_locations(params: Params, store: NodeStore) -> dict[tuple[str, str], str]:
-    index = store.node_index(node_sources(plan(params, store), store))
-    return {(n, i): p for i, n, p in zip(index["image_id"].to_pylist(), index["node_type"].to_pylist(),
-                                         index["path"].to_pylist())}
 
 
 def shard_sets(samples: list[dict], export: ExportParams) -> list[tuple[str, str, str, list[dict]]]:
@@ -84,12 +94,21 @@ def shard_sets(samples: list[dict], export: ExportParams) -> list[tuple[str, str
     return sets
 
 
-def plan_shards(params: Params, store: NodeStore) -> list[dict]:
+def _render_digest() -> str:
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for name in _RENDER_CODE:
+        digest.update((root / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def plan_shards(params: Params, store: NodeStore, cat: Catalog) -> list[dict]:
     samples = pq.read_table(store.samples_path).to_pylist()
     export = params.export
-    where = node_locations(params, store)
-    online = online_nodes(params)
+    online = {n: (o.annotator, o.params_json) for n, o in cat.online.items()}
+    index = cat.node_index()
     out = Path(params.paths.out).absolute()
+    render = _render_digest()
     items = []
     for layout, split, shape, set_samples in shard_sets(samples, export):
         size = export.shard_size
@@ -98,23 +117,60 @@ def plan_shards(params: Params, store: NodeStore) -> list[dict]:
             needed = sorted({ref for s in chunk for ref in cell_refs(s) if ref[0] not in online}
                             | {("image", i) for s in chunk for n, i in cell_refs(s) if n in online})
             items.append({"path": str(shard_path(out, split, j // size, layout, shape)), "layout": layout,
-                          "samples": json.dumps(chunk), "locations": json.dumps([[n, i, where[(n, i)]]
-                                                                                 for n, i in needed]),
-                          "online": json.dumps(online), "plugins": params.annotate.plugins,
-                          "export": export.model_dump_json()})
+                          "samples": json.dumps(chunk), "cells": needed, "online": json.dumps(online),
+                          "plugins": list(cat.plugins), "export": export.model_dump_json(), "render": render})
+    _locate(items, cat, index)
     return items
 
 
+def _locate(items: list[dict], cat: Catalog, index) -> None:
+    """Each needed cell's part file (relative to the store), from the compact index in one pass."""
+    image_cells = sorted({i for item in items for n, i in item["cells"] if cat.nodes[n].annotator != "mine"})
+    pos = dict(zip(image_cells, index.positions(image_cells).tolist())) if image_cells else {}
+    parts = index.parts
+    for item in items:
+        located = []
+        for node, image_id in item["cells"]:
+            loc = cat.nodes[node]
+            if loc.annotator == "mine":
+                path = cat.part_path(node, image_id)
+            else:
+                path = loc.folder / f"part-{parts[pos[image_id]].as_py()}.parquet"
+            located.append([node, image_id, str(path.relative_to(cat.store.root))])
+        item["cells"] = json.dumps(located)
+
+
 def item_digest(item: dict) -> str:
-    return hashlib.sha256(json.dumps(item, sort_keys=True).encode()).hexdigest()
+    """What a shard is made from, without where the build lives (two folders, one digest)."""
+    return hashlib.sha256(json.dumps({k: v for k, v in item.items() if k not in ("path", "store")},
+                                     sort_keys=True).encode()).hexdigest()
+
+
+def quality_table(store: NodeStore, cat: Catalog) -> pa.Table:
+    """Every held-back (degenerate) output: annotator, node type, image, reason and its part."""
+    tables = []
+    for folder in cat.annotator_folders():
+        s = folder_summary(folder)
+        s = s.filter(pa.compute.is_valid(s["quality"]))
+        if s.num_rows:
+            rel = str(folder.relative_to(store.root))
+            tables.append(pa.table({"annotator": [folder.parent.name] * s.num_rows, "node_type": s["node_type"],
+                                    "image_id": s["image_id"], "reason": s["quality"],
+                                    "part": [f"{rel}/part-{p}.parquet" for p in s["part"].to_pylist()]},
+                                   schema=QUALITY_SCHEMA))
+    table = pa.concat_tables(tables) if tables else QUALITY_SCHEMA.empty_table()
+    return table.sort_by([("annotator", "ascending"), ("node_type", "ascending"), ("image_id", "ascending")])
 
 
 def run_export(params: Params, store: NodeStore, progress=None) -> dict:
     import ray.data
 
+    if not store.samples_path.exists():
+        raise StageOrderError(f"no samples in {store.samples_dir}: run `vicl sample` first")
+    cat = Catalog.load(store)
     out = Path(params.paths.out).absolute()
     export = params.export
-    items = plan_shards(params, store)
+    items = plan_shards(params, store, cat)
     expected = {item["path"] for item in items}
     for folder, pattern in ((out / "shards", "*/*.tar"), (out / "shards_seq", "*/*/*.tar")):
         clean_temp_files(folder)
@@ -122,31 +178,33 @@ def run_export(params: Params, store: NodeStore, progress=None) -> dict:
             if str(stale) not in expected:
                 stale.unlink()
     # A finished shard is kept only if it was planned from the same inputs: a changed sampling,
-    # export param or node part rewrites it (same file name, new content).
+    # export param, node part or rendering code rewrites it (same file name, new content).
     plan_file = out / "shards_plan.json"
     old_plan = json.loads(plan_file.read_text()) if plan_file.exists() else {}
-    new_plan = {item["path"]: item_digest(item) for item in items}
-    for path, digest in new_plan.items():
-        if Path(path).exists() and old_plan.get(path) != digest:
-            Path(path).unlink()
+    new_plan = {str(Path(item["path"]).relative_to(out)): item_digest(item) for item in items}
+    for item in items:
+        path = Path(item["path"])
+        if path.exists() and old_plan.get(str(path.relative_to(out))) != new_plan[str(path.relative_to(out))]:
+            path.unlink()
     write_json(new_plan, plan_file)
-    pending = [item for item in items if not Path(item["path"]).exists()]
+    pending = [{**item, "store": str(store.root)} for item in items if not Path(item["path"]).exists()]
     if pending:
         ds = ray.data.from_items(pending, override_num_blocks=len(pending)).map(write_shard)
         rows = ds.iter_rows()
         for _ in (progress(rows, total=len(pending), desc="export shards") if progress else rows):
             pass
-    failures = store.failures()
+    failures = store.failures(cat.annotator_folders())
     write_table(failures, out / "failures.parquet")
-    leakage = store.samples_path.parent / "leakage.json"
+    write_table(quality_table(store, cat), out / "quality.parquet")
+    leakage = store.samples_dir / "leakage.json"
     if leakage.exists():
-        shutil.copyfile(leakage, out / "leakage.json")
+        write_json(json.loads(leakage.read_text()), out / "leakage.json")
     graph200k = None
     if export.graph200k:
         from pipelines.graph200k_export import export_graph200k
 
         graph200k = export_graph200k(params, store, out / "graph200k")
-    manifest = build_manifest(params, store, out)
+    manifest = build_manifest(params, store, out, cat, failures)
     write_json(manifest, out / "manifest.json")
     return {"shards": len(items), "written": len(pending), "samples": manifest["counts"]["samples"],
             "failures": failures.num_rows, **({"graph200k_rows": graph200k["rows"]} if graph200k else {})}

@@ -1,9 +1,13 @@
-"""Ingest: input references -> normalised RGB images in Parquet parts of the node store.
+"""Ingest: input entries -> normalised RGB images in Parquet parts of the node store, incrementally.
 
-Each chunk of `part_size` references is one Ray Data task that loads, validates,
-normalises and re-encodes its images and writes `images/part-NNNNN.parquet` itself
-(atomically). A reference that fails becomes an error row of its part, so the part file
-alone records everything about its chunk and a re-run skips it.
+The inputs are listed (stat only, pipelines/sources.py) and compared with the previous listing
+(`images/listing.parquet`): an entry with the same reference and stamp stays in the part it is
+in; new or changed entries are cut into new parts, each named by a digest of its entries and of
+the normalisation params, so the same inputs always make the same part and existing parts never
+change. An entry that disappeared (or changed) is tombstoned (`images/tombstones.parquet`), not
+a reason to rebuild; a part with no live entry left is deleted. Each pending part is one Ray
+task that loads, validates, normalises and re-encodes its images and writes the part itself
+(atomically); a bad input is an error row of its part, and the run goes on.
 """
 
 from __future__ import annotations
@@ -13,34 +17,45 @@ import json
 import time
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipelines.images import ImageRejected, content_id, decode_normalised, encode_image, resize_max_side
 from pipelines.params import IngestParams, Params, SourceParams
-from pipelines.sources import list_refs, load_chunk
-from pipelines.store import NODE_SCHEMA, NodeStore, clean_temp_files, part_name, remove_tree, write_json, write_table
+from pipelines.sources import Entry, list_entries, load_chunk
+from pipelines.store import (NODE_SCHEMA, ROW_GROUP, NodeStore, clean_temp_files, folder_summary, part_id, part_name,
+                             write_json, write_table)
 
-INGEST_VERSION = "1"
+INGEST_VERSION = "2"
+LISTING_SCHEMA = pa.schema([
+    ("ref", pa.string()), ("container", pa.string()), ("stamp", pa.string()), ("reject", pa.string()),
+    ("source", pa.int32()), ("part", pa.string()), ("seq", pa.int32()),  # seq: the ingest run that made the part
+])
 
 
 def _row(image_id: str, data: bytes, fmt: str, width: int, height: int, meta: dict, seconds: float,
          error: str | None, fingerprint: str) -> dict:
     return {"image_id": image_id, "node_type": "image", "data": data, "format": fmt, "width": width,
             "height": height, "meta": json.dumps(meta, sort_keys=True), "annotator": "ingest",
-            "annotator_version": INGEST_VERSION, "params_hash": fingerprint, "seconds": seconds, "error": error}
+            "annotator_version": INGEST_VERSION, "params_hash": fingerprint, "seconds": seconds, "error": error,
+            "quality": None}
 
 
-def ingest_refs(source: SourceParams, refs: list[str], params: IngestParams, fingerprint: str) -> pa.Table:
-    """The pure core: one chunk of references -> one part table (ok rows and error rows)."""
+def ingest_entries(source: SourceParams, entries: list[Entry], params: IngestParams, fingerprint: str) -> pa.Table:
+    """The pure core: one chunk of entries -> one part table (ok rows and error rows), by image id."""
     rows, seen = [], {}
-    for ref, data in load_chunk(source, refs):
+    for ref, data in load_chunk(source, entries):
         start = time.perf_counter()
         meta = {"source": ref}
+        if isinstance(data, ImageRejected):
+            rows.append(_row("", b"", "none", 0, 0, meta, 0.0, f"{data.reason}: {data.detail}", fingerprint))
+            continue
         if isinstance(data, Exception):
             rows.append(_row("", b"", "none", 0, 0, meta, 0.0, f"unreadable: {data}", fingerprint))
             continue
         image_id = content_id(data) if data else ""
         try:
-            rgb = decode_normalised(data, max_pixels=params.max_pixels, min_side=params.min_side)
+            rgb = decode_normalised(data, max_pixels=params.max_pixels, min_side=params.min_side,
+                                   max_side=params.max_side)
         except ImageRejected as e:
             rows.append(_row(image_id, b"", "none", 0, 0, meta, 0.0, f"{e.reason}: {e.detail}", fingerprint))
             continue
@@ -54,67 +69,144 @@ def ingest_refs(source: SourceParams, refs: list[str], params: IngestParams, fin
         encoded = encode_image(rgb, params.image_format, params.quality)
         rows.append(_row(image_id, encoded, params.image_format, rgb.shape[1], rgb.shape[0], meta,
                          time.perf_counter() - start, None, fingerprint))
-    return pa.Table.from_pylist(rows, schema=NODE_SCHEMA)
+    table = pa.Table.from_pylist(rows, schema=NODE_SCHEMA)
+    return table.take(pa.compute.sort_indices(table, [("image_id", "ascending"), ("meta", "ascending")]))
 
 
-def _ingest_chunk_task(item: dict) -> dict:
-    """Ray Data map function: one chunk -> one part file; returns counts only."""
+def ingest_refs(source: SourceParams, refs: list[str], params: IngestParams, fingerprint: str) -> pa.Table:
+    """`ingest_entries` for references of a source listed now (tests, benchmarks)."""
+    by_ref = {e.ref: e for e in list_entries(source)}
+    return ingest_entries(source, [by_ref.get(r, Entry(r, r.rsplit("#", 1)[0] if "#" in r else r)) for r in refs],
+                          params, fingerprint)
+
+
+def _ingest_part_task(item: dict) -> dict:
+    """Ray Data map function: one part's entries -> one part file; returns counts only."""
     params = IngestParams.model_validate_json(item["ingest"])
     source = SourceParams.model_validate_json(item["source"])
-    table = ingest_refs(source, json.loads(item["refs"]), params, item["fingerprint"])
-    write_table(table, item["path"])
+    entries = [Entry(*e) for e in json.loads(item["entries"])]
+    table = ingest_entries(source, entries, params, item["fingerprint"])
+    write_table(table, item["path"], row_group_size=ROW_GROUP)
     failed = table.filter(pa.compute.is_valid(table["error"])).num_rows
     return {"part": item["part"], "ok": table.num_rows - failed, "failed": failed}
 
 
-def plan_chunks(params: IngestParams) -> tuple[str, list[tuple[SourceParams, list[str]]]]:
-    """Deterministic chunking of all references, and the fingerprint that names this ingest."""
-    chunks, digest = [], hashlib.sha256()
-    digest.update(INGEST_VERSION.encode())
-    digest.update(params.model_dump_json().encode())
-    for source in params.sources:
-        refs = list_refs(source)
-        for ref in refs:
-            digest.update(ref.encode() + b"\n")
-        for i in range(0, len(refs), params.part_size):
-            chunks.append((source, refs[i:i + params.part_size]))
-    return digest.hexdigest()[:16], chunks
+def normalisation_fingerprint(params: IngestParams) -> str:
+    """What decides an image's stored bytes besides its input: parts made under other settings are stale."""
+    blob = json.dumps({"version": INGEST_VERSION, **params.model_dump(mode="json", exclude={"sources", "part_size"})},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _part_of(fingerprint: str, source: SourceParams, entries: list[Entry]) -> str:
+    digest = hashlib.sha256(f"{fingerprint}\n{source.model_dump_json()}\n".encode())
+    for e in entries:
+        digest.update(f"{e.ref}\t{e.stamp}\t{e.reject}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def read_listing(store: NodeStore) -> tuple[dict, pa.Table]:
+    marker, path = store.images_dir / "ingest.json", store.images_dir / "listing.parquet"
+    if not (marker.exists() and path.exists()):
+        return {}, LISTING_SCHEMA.empty_table()
+    return json.loads(marker.read_text()), pq.read_table(path)
+
+
+def plan_ingest(params: IngestParams, store: NodeStore) -> tuple[pa.Table, dict[str, tuple[int, list[Entry]]], str]:
+    """(new listing, {part id: (source index, entries)} of every listed part, fingerprint)."""
+    fingerprint = normalisation_fingerprint(params)
+    info, old = read_listing(store)
+    if info.get("fingerprint") != fingerprint:
+        old = LISTING_SCHEMA.empty_table()
+    old_rows = old.to_pylist()
+    previous: dict[int, dict[str, list[Entry]]] = {}
+    placed: dict[tuple, tuple[str, int]] = {}
+    for r in old_rows:
+        e = Entry(r["ref"], r["container"], r["stamp"], r["reject"])
+        previous.setdefault(r["source"], {}).setdefault(r["container"], []).append(e)
+        placed[(r["source"], e)] = (r["part"], r["seq"])
+    seq = max((r["seq"] for r in old_rows), default=-1) + 1
+    rows, parts = [], {}
+    for k, source in enumerate(params.sources):
+        entries = list_entries(source, previous.get(k))
+        fresh = []
+        for e in entries:
+            if (k, e) in placed:
+                part, part_seq = placed[(k, e)]
+                rows.append({**_entry_row(e, k), "part": part, "seq": part_seq})
+                parts.setdefault(part, (k, []))[1].append(e)
+            else:
+                fresh.append(e)
+        for i in range(0, len(fresh), params.part_size):
+            chunk = fresh[i:i + params.part_size]
+            part = _part_of(fingerprint, source, chunk)
+            rows.extend({**_entry_row(e, k), "part": part, "seq": seq} for e in chunk)
+            parts.setdefault(part, (k, []))[1].extend(chunk)
+    listing = pa.Table.from_pylist(rows, schema=LISTING_SCHEMA) if rows else LISTING_SCHEMA.empty_table()
+    return listing, parts, fingerprint
+
+
+def _entry_row(e: Entry, source: int) -> dict:
+    return {"ref": e.ref, "container": e.container, "stamp": e.stamp, "reject": e.reject, "source": source}
+
+
+def _update_tombstones(store: NodeStore, listing: pa.Table) -> None:
+    """Tombstone image rows whose reference is no longer listed in their part; delete parts with none left."""
+    live_parts = set(listing["part"].to_pylist())
+    for path in store.image_parts():
+        if part_id(path) not in live_parts:
+            path.unlink()
+    summary = store.image_summary()
+    keys = pa.compute.binary_join_element_wise(summary["part"], summary["ref"], "\t")
+    live = pa.compute.binary_join_element_wise(listing["part"], listing["ref"], "\t")
+    gone = summary.filter(pa.compute.invert(pa.compute.is_in(keys, live)))
+    old = store.tombstones()
+    old = old.filter(pa.compute.is_in(old["part"], pa.array(sorted(live_parts), pa.string())))
+    dead = pa.concat_tables([old, gone.select(["part", "image_id"])]).group_by(["part", "image_id"]).aggregate([])
+    dead = dead.sort_by([("part", "ascending"), ("image_id", "ascending")])
+    path = store.images_dir / "tombstones.parquet"
+    if dead.num_rows or path.exists():
+        if not dead.equals(old.sort_by([("part", "ascending"), ("image_id", "ascending")])) or not path.exists():
+            write_table(dead, path)
 
 
 def run_ingest(params: Params, store: NodeStore, progress=None) -> dict:
     import ray.data
 
-    fingerprint, chunks = plan_chunks(params.ingest)
-    marker = store.images_dir / "ingest.json"
-    if marker.exists() and json.loads(marker.read_text()).get("fingerprint") != fingerprint:
-        remove_tree(store.images_dir)  # inputs or params changed: the old parts describe other data
+    listing, parts, fingerprint = plan_ingest(params.ingest, store)
     clean_temp_files(store.images_dir)
-    write_json({"fingerprint": fingerprint, "parts": len(chunks),
-                "params": json.loads(params.ingest.model_dump_json())}, marker)
-
+    order = {}
+    for r in listing.select(["part", "seq"]).to_pylist():
+        order.setdefault(r["part"], r["seq"])
+    info = {"fingerprint": fingerprint, "parts": len(parts), "params": json.loads(params.ingest.model_dump_json()),
+            "part_order": sorted(order, key=lambda p: (order[p], p))}
+    write_table(listing, store.images_dir / "listing.parquet")
+    write_json(info, store.images_dir / "ingest.json")
+    _update_tombstones(store, listing)
     pending = []
-    for k, (source, refs) in enumerate(chunks):
-        path = store.images_dir / part_name(k)
+    for part, (k, entries) in sorted(parts.items()):
+        path = store.images_dir / part_name(part)
         if not path.exists():
-            pending.append({"part": k, "path": str(path), "refs": json.dumps(refs), "fingerprint": fingerprint,
-                            "source": source.model_dump_json(), "ingest": params.ingest.model_dump_json()})
+            pending.append({"part": part, "path": str(path), "fingerprint": fingerprint,
+                            "entries": json.dumps([[e.ref, e.container, e.stamp, e.reject] for e in entries]),
+                            "source": params.ingest.sources[k].model_dump_json(),
+                            "ingest": params.ingest.model_dump_json()})
     if pending:
         ds = ray.data.from_items(pending, override_num_blocks=len(pending))
-        for _ in (progress or _identity)(ds.map(_ingest_chunk_task).iter_rows(), total=len(pending),
+        for _ in (progress or _identity)(ds.map(_ingest_part_task).iter_rows(), total=len(pending),
                                          desc="ingest parts"):
             pass
-    return summarise_ingest(store)
+    folder_summary(store.images_dir)  # up to date when the stage ends: later stages only read it
+    return {**summarise_ingest(store), "new_parts": len(pending)}
 
 
 def summarise_ingest(store: NodeStore) -> dict:
-    import pyarrow.parquet as pq
-
-    ok = failed = 0
-    for part in store.image_parts():
-        errors = pq.read_table(part, columns=["error"])["error"]
-        failed += len(errors) - errors.null_count
-        ok += errors.null_count
-    return {"parts": len(store.image_parts()), "ok": ok, "failed": failed}
+    """Live images (first copies of each content id) and ingest failures: the numbers every report uses."""
+    failures = store.failures(annotator_folders=[])
+    summary = store.image_summary()
+    ok = pa.compute.count_distinct(summary.filter(pa.compute.is_null(summary["error"]))["image_id"]).as_py() \
+        if summary.num_rows else 0
+    return {"parts": len(store.image_parts()), "ok": ok, "failed": failures.num_rows}
 
 
 def _identity(it, **_):

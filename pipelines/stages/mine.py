@@ -3,14 +3,20 @@
 The mining itself lives in `mining/` (embed, SemDeDup, task vectors, K-Means, in-cluster
 neighbours, dual filter). This stage gathers the pairs, runs it, and writes the result
 into the store so the sampler exports it like any other task:
-  mined/part-00000.parquet   node rows keyed by pair id: `mined_source` (A) and `mined_edit` (A')
+  mined/part-<id>.parquet    node rows keyed by pair id: `mined_source` (A) and `mined_edit` (A')
   mined/quadruplets.parquet  one row per quadruplet (pair ids, image ids, instructions, scores)
+  mined/mined.json           counts and the mining stats (the manifest and `vicl status` read it)
   mined/cache/               embeddings and scores reused by re-runs (mining.stage)
+The outputs are written as one set (staged, then swapped in). With `mine.enabled: false` the
+set is empty, so the next sample has no mined task; with no pairs at all the stage says so
+in one line and writes an empty set.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,12 +24,14 @@ import pyarrow.parquet as pq
 
 from pipelines.node_types import MINED_EDIT, MINED_SOURCE, NODE_TYPES
 from pipelines.params import Params, produced_nodes
-from pipelines.store import NODE_SCHEMA, NodeStore, part_name, write_table
+from pipelines.catalog import Catalog
+from pipelines.store import (NODE_SCHEMA, NodeStore, commit_folder, folder_summary, part_name, recover_folder,
+                             staging_folder, write_json, write_table)
 
 
 
 def mined_dir(store: NodeStore) -> Path:
-    return store.root / "mined"
+    return store.mined_dir
 
 
 def edit_nodes(params: Params) -> list[str]:
@@ -37,17 +45,18 @@ def store_pairs(params: Params, store: NodeStore) -> pa.Table:
     """Pairs (image, edited node) with the instruction each edit annotator wrote into its meta."""
     from mining.pairs import PAIR_SCHEMA
 
-    from pipelines.stages.annotate import node_sources, plan
-
-    sources = node_sources(plan(params, store), store)
+    cat = Catalog.load(store)
     rows = []
     for node in edit_nodes(params):
-        for part in sorted(sources[node].glob("part-*.parquet")):
+        if node not in cat.nodes:
+            continue
+        for part in sorted(cat.nodes[node].folder.glob("part-*.parquet")):
             images = {r["image_id"]: r["data"] for r in
                       pq.read_table(store.images_dir / part.name, columns=["image_id", "data", "error"]).to_pylist()
                       if r["error"] is None}
-            for r in pq.read_table(part, columns=["image_id", "node_type", "data", "meta", "error"]).to_pylist():
-                if r["node_type"] != node or r["error"] is not None or r["image_id"] not in images:
+            for r in pq.read_table(part, columns=["image_id", "node_type", "data", "meta", "error", "quality"]).to_pylist():
+                if r["node_type"] != node or r["error"] is not None or r["image_id"] not in images \
+                        or r.get("quality") is not None:
                     continue
                 instruction = json.loads(r["meta"]).get("instruction")
                 if not instruction:
@@ -62,8 +71,11 @@ def gather_pairs(params: Params, store: NodeStore) -> pa.Table:
     from mining.pairs import read_pairs
 
     tables = [store_pairs(params, store)] + [read_pairs(src) for src in params.mine.corpora]
-    pairs = pa.concat_tables([t.cast(tables[0].schema) for t in tables])
-    return pairs.sort_by("pair_id")
+    pairs = pa.concat_tables([t.cast(tables[0].schema) for t in tables]).sort_by("pair_id")
+    # the same pair twice (same content id, or the same named id): the first copy is the pair
+    ids = pairs["pair_id"].to_pylist()
+    first = [k == 0 or ids[k] != ids[k - 1] for k in range(len(ids))]
+    return pairs.filter(pa.array(first, pa.bool_())) if not all(first) else pairs
 
 
 def _node_rows(pairs: pa.Table, pair_ids: set[str]) -> pa.Table:
@@ -81,20 +93,39 @@ def _node_rows(pairs: pa.Table, pair_ids: set[str]) -> pa.Table:
                          "meta": json.dumps({"source_id": r["source_id"], "edited_id": r["edited_id"],
                                              "instruction": r["instruction"]}, sort_keys=True),
                          "annotator": "mine", "annotator_version": "1", "params_hash": "", "seconds": 0.0,
-                         "error": None})
+                         "error": None, "quality": None})
     return pa.Table.from_pylist(rows, schema=NODE_SCHEMA)
 
 
-def run_mine_stage(params: Params, store: NodeStore) -> dict:
-    from mining.stage import embed_and_mine
+def run_mine_stage(params: Params, store: NodeStore, log=print) -> dict:
+    from mining.stage import embed_and_mine, kmeans_backends
 
     out = mined_dir(store)
-    if not params.mine.enabled:
+    recover_folder(out)
+    staging = staging_folder(out)
+    if not params.mine.enabled:  # an empty set: no stale quadruplets reach the next sample
+        write_json({"enabled": False}, staging / "mined.json")
+        commit_folder(staging, out)
         return {"enabled": False}
     pairs = gather_pairs(params, store)
-    result = embed_and_mine(pairs, params.mine, out / "cache")
-    quads = result.quadruplets
-    used = set(quads["pair_id_a"].to_pylist()) | set(quads["pair_id_b"].to_pylist())
-    write_table(_node_rows(pairs, used), out / part_name(0))
-    write_table(quads, out / "quadruplets.parquet")
-    return {"pairs": pairs.num_rows, "quadruplets": quads.num_rows, **{k: int(v) for k, v in result.stats.items()}}
+    if pairs.num_rows == 0:
+        log("[mine] no edit pairs: no synthetic edit annotators and no mine.corpora; the mined task is empty "
+            "(set mine.enabled: false to skip this stage)")
+        summary = {"pairs": 0, "quadruplets": 0}
+    else:
+        result = embed_and_mine(pairs, params.mine, out / "cache")
+        quads = result.quadruplets
+        used = set(quads["pair_id_a"].to_pylist()) | set(quads["pair_id_b"].to_pylist())
+        nodes = _node_rows(pairs, used)
+        digest = hashlib.sha256("\n".join(sorted(used)).encode()).hexdigest()[:16]
+        write_table(nodes, staging / part_name(digest))
+        write_table(quads, staging / "quadruplets.parquet")
+        summary = {"pairs": pairs.num_rows, "quadruplets": quads.num_rows,
+                   "kmeans_backend": kmeans_backends(params.mine),
+                   **{k: (int(v) if isinstance(v, (int, float)) else v) for k, v in result.stats.items()}}
+    write_json(summary, staging / "mined.json")
+    folder_summary(staging)  # written by its own stage: later stages only read it
+    if (out / "cache").exists():
+        os.replace(out / "cache", staging / "cache")  # the embedding cache survives the swap
+    commit_folder(staging, out)
+    return summary

@@ -1,29 +1,38 @@
-"""Sample: node store -> splits, samples table and leakage report.
+"""Sample: the catalog's nodes -> splits, samples table and leakage report, written together as one set.
 
-1. node index of the store (+ online nodes, rendered at export from the image);
+1. the catalog's compact node index (+ online nodes, rendered at export from the image);
 2. tasks: the task families enumerated over the node types present (or the explicit list);
-3. a weight-free embedding of every source image (mining's ColourGradientStats) ->
-   near-duplicate groups -> group-level train/eval split (pipelines/splits.py);
+3. the split embedder's embedding node (computed by the annotate stage) -> near-duplicate groups
+   (faiss, pipelines/splits.py) -> group-level train/eval split;
 4. the sampler (pipelines/sampling.py), plus the mine stage's quadruplets as `mined_edit`;
-5. written: samples/samples.parquet, samples/splits.parquet, samples/leakage.json.
+5. the leakage report, re-checked with content ids and dHash64 (not the embedder that grouped);
+6. written under samples/ as one set (staged, then swapped in): samples.parquet, splits.parquet,
+   leakage.json, inputs.json. A run whose inputs (catalog fingerprint, sample params, sampler
+   code) match inputs.json does nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.params import Params
-from pipelines.sampling import assign_keys, auto_tasks, mined_samples, sample
-from pipelines.sampling_params import SamplerParams
-from pipelines.splits import assign_splits, leakage_report, near_duplicate_groups
-from pipelines.stages.annotate import node_sources, online_nodes, plan
+from pipelines.catalog import Catalog, NodeIndex, StageOrderError
 from pipelines.node_types import MINED_EDIT, MINED_SOURCE
-from pipelines.store import NodeStore, read_rows, write_json, write_table
+from pipelines.params import Params
+from pipelines.sampling import assign_keys, auto_tasks, mined_samples, sample, split_of
+from pipelines.sampling_params import SamplerParams
+from pipelines.splits import assign_splits, leakage_report, near_duplicate_groups, sample_image_ids
+from pipelines.store import NodeStore, commit_folder, recover_folder, staging_folder, write_json, write_table
 from pipelines.tasks import Task, explicit_task
+
+# The code that decides the samples: a change to it re-samples even when the data did not change.
+_SAMPLER_CODE = ("sampling.py", "sampling_params.py", "tasks.py", "task_families.yaml", "instructions.py",
+                 "instruction_phrases.yaml", "splits.py", "stages/sample.py")
 
 _INSTRUCTION = pa.struct([("layout", pa.string()), ("task", pa.string()), ("content", pa.string()),
                           ("text", pa.string())])
@@ -39,103 +48,109 @@ SAMPLES_SCHEMA = pa.schema([
 SPLITS_SCHEMA = pa.schema([("image_id", pa.string()), ("group", pa.string()), ("split", pa.string())])
 
 
-def samples_dir(store: NodeStore):
-    return store.samples_path.parent
+def samples_dir(store: NodeStore) -> Path:
+    return store.samples_dir
 
 
-def index_by_node(params: Params, store: NodeStore) -> tuple[dict[str, set[str]], dict[str, list[str]]]:
-    """({node: image ids}, {node: part paths}) of the store's ok rows, online nodes added."""
-    index = store.node_index(node_sources(plan(params, store), store))
-    out: dict[str, set[str]] = {}
-    parts: dict[str, set[str]] = {}
-    for image_id, node, path in zip(index["image_id"].to_pylist(), index["node_type"].to_pylist(),
-                                    index["path"].to_pylist()):
-        out.setdefault(node, set()).add(image_id)
-        parts.setdefault(node, set()).add(path)
-    for node in online_nodes(params):  # rendered at export time from the image itself
-        out[node] = set(out.get("image", set()))
-    return out, {n: sorted(p) for n, p in parts.items()}
-
-
-def configured_tasks(params: Params, nodes=None, store: NodeStore | None = None) -> list[Task]:
+def configured_tasks(params: Params, nodes=None) -> list[Task]:
+    """The explicit task list, or every family task over `nodes` (default: the configured producers)."""
     sp = params.sample
     if sp.tasks != "auto":
         return [explicit_task(t.name, t.path, t.family) for t in sp.tasks]
     if nodes is None:
-        nodes = index_by_node(params, store)[0] if store is not None else _produced(params)
+        from pipelines.params import produced_nodes
+
+        nodes = list(produced_nodes(params))
     return auto_tasks(nodes, sp)
 
 
-def _produced(params: Params) -> list[str]:
-    from pipelines.params import produced_nodes
-
-    return list(produced_nodes(params))
-
-
-def node_meta(parts: list[str], node: str) -> dict[str, dict]:
-    """image id -> parsed meta of one node type."""
+def node_meta(cat: Catalog, node: str) -> dict[str, dict]:
+    """image id -> parsed meta of one node type (nodes whose meta the sampler needs: categories, captions)."""
+    if node not in cat.nodes:
+        return {}
     out = {}
-    for path in parts:
-        t = pq.read_table(path, columns=["image_id", "node_type", "meta", "error"])
+    for path in sorted(cat.nodes[node].folder.glob("part-*.parquet")):
+        t = pq.read_table(path, columns=["image_id", "meta", "error", "quality"], filters=[("node_type", "=", node)])
         for r in t.to_pylist():
-            if r["node_type"] == node and r["error"] is None:
-                out[r["image_id"]] = json.loads(r["meta"] or "{}")
+            if r["error"] is None and r["quality"] is None:
+                out.setdefault(r["image_id"], json.loads(r["meta"] or "{}"))
     return out
 
 
-def image_embeddings(parts: list[str], ids: set[str], size: int) -> tuple[list[str], np.ndarray]:
-    """Weight-free embeddings (colour/gradient statistics) of the stored source images."""
-    from mining.embed import ColourGradientStats
-
-    from pipelines.images import decode_rgb
-
-    embedder = ColourGradientStats(size)
-    out_ids, vecs = [], []
-    for path in parts:
-        for image_id, row in sorted(read_rows(path, ids, "image").items()):
-            out_ids.append(image_id)
-            vecs.append(embedder.embed_one(decode_rgb(row["data"])))
-    order = np.argsort(out_ids, kind="stable")
-    return [out_ids[i] for i in order], (np.stack(vecs)[order] if vecs else np.zeros((0, 1), np.float32))
-
-
-def _mined_rows(store: NodeStore, index: dict[str, set[str]], sp: SamplerParams) -> list[dict]:
-    from pathlib import Path
-
-    path = Path(sp.mined_quadruplets) if sp.mined_quadruplets else store.root / "mined" / "quadruplets.parquet"
-    if not path.exists():
+def _mined_rows(store: NodeStore, cat: Catalog, sp: SamplerParams) -> list[dict]:
+    path = Path(sp.mined_quadruplets) if sp.mined_quadruplets else store.mined_dir / "quadruplets.parquet"
+    if not path.exists() or (not sp.mined_quadruplets and MINED_EDIT not in cat.nodes):
         return []
-    have = index.get(MINED_SOURCE, set()) & index.get(MINED_EDIT, set())
+    have = cat.mined_ids()
     return [r for r in pq.read_table(path).to_pylist() if r["pair_id_a"] in have and r["pair_id_b"] in have]
+
+
+def inputs_fingerprint(params: Params, cat: Catalog) -> str:
+    digest = hashlib.sha256(cat.fingerprint().encode())
+    digest.update(params.sample.model_dump_json().encode())
+    root = Path(__file__).resolve().parent.parent
+    for name in _SAMPLER_CODE:
+        digest.update((root / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _embedding_node(params: Params) -> str:
+    import annotators
+
+    return annotators.get(params.sample.split_embedder).produces[0]
 
 
 def run_sample(params: Params, store: NodeStore) -> dict:
     sp = params.sample
-    index, parts = index_by_node(params, store)
-    tasks = configured_tasks(params, nodes=index)
-    image_ids = index.get("image", set())
-    ids, emb = image_embeddings(parts.get("image", []), image_ids, sp.embedding_size)
-    groups = near_duplicate_groups(ids, emb, sp.near_duplicate_threshold)
-    split_of = assign_splits(groups, sp.eval_fraction, sp.seed)
+    folder = samples_dir(store)
+    recover_folder(folder)
+    cat = Catalog.load(store)
+    fingerprint = inputs_fingerprint(params, cat)
+    marker = folder / "inputs.json"
+    if marker.exists() and json.loads(marker.read_text()).get("fingerprint") == fingerprint \
+            and store.samples_path.exists():
+        return {**json.loads(marker.read_text())["summary"], "up_to_date": True}
+    index = cat.node_index()
+    tasks = configured_tasks(params, nodes=index.nodes())
+    ids = index.ids
+    emb_node = _embedding_node(params)
+    if emb_node not in cat.nodes:
+        raise StageOrderError(f"the store has no {emb_node!r} node ({sp.split_embedder}): run `vicl annotate` again")
+    has_emb, emb = cat.vectors(emb_node)
+    group = near_duplicate_groups(ids, emb.astype(np.float32), sp.near_duplicate_threshold, nprobe=sp.near_duplicate_nprobe)
+    splits = assign_splits(ids, group, sp.eval_fraction, sp.seed)
     categories = {}
-    for node in sorted({n for t in tasks if t.same_category for n in t.path} & set(parts)):
-        categories.update({(node, i): m.get("category") for i, m in node_meta(parts[node], node).items()})
-    captions = {i: m.get("text", "") for i, m in node_meta(parts.get("caption", []), "caption").items()}
-    samples = sample(index, tasks, sp, split_of=split_of, groups=groups,
-                     embeddings=dict(zip(ids, emb)) if sp.context == "retrieved" else None,
+    for node in sorted({n for t in tasks if t.same_category for n in t.path} & set(cat.nodes)):
+        categories.update({(node, i): m.get("category") for i, m in node_meta(cat, node).items()})
+    captions = {i: m.get("text", "") for i, m in node_meta(cat, "caption").items()}
+    samples = sample(index, tasks, sp, split_of=splits, groups=group,
+                     embeddings=emb.astype(np.float32) if sp.context == "retrieved" else None,
                      categories=categories, captions=captions)
-    mined = mined_samples(_mined_rows(store, index, sp), split_of, sp)
-    samples = assign_keys(samples + mined)
-    write_table(pa.Table.from_pylist(samples, schema=SAMPLES_SCHEMA), store.samples_path)
-    write_table(pa.Table.from_pylist([{"image_id": i, "group": groups[i], "split": split_of[i]} for i in ids],
-                                     schema=SPLITS_SCHEMA), samples_dir(store) / "splits.parquet")
-    leakage = leakage_report(samples, ids, emb, sp.near_duplicate_threshold)
-    write_json(leakage, samples_dir(store) / "leakage.json")
+    mined_rows = _mined_rows(store, cat, sp)
+    sources = sorted({i for r in mined_rows for i in (r["source_id_a"], r["source_id_b"])})
+    pos = index.positions(sources) if sources else np.zeros(0, np.int64)
+    split_map = {i: (str(splits[k]) if k >= 0 else split_of(i, sp.eval_fraction, sp.seed)) for i, k in zip(sources, pos)}
+    samples = assign_keys(samples + mined_samples(mined_rows, split_map, sp))
+    has_hash, codes = cat.vectors("image_dhash") if "image_dhash" in cat.nodes else (np.zeros(len(index), bool),
+                                                                                     np.zeros((len(index), 8), np.uint8))
+    hash_ids = ids.filter(pa.array(has_hash))
+    leakage = leakage_report([s["split"] for s in samples], [sample_image_ids(s) for s in samples],
+                             [s["key"] for s in samples], hash_ids, codes[has_hash],
+                             grouping=f"{emb_node} cosine >= {sp.near_duplicate_threshold}",
+                             max_hamming=sp.leakage_max_hamming)
     per_task: dict[str, int] = {}
     for s in samples:
         per_task[s["task"]] = per_task.get(s["task"], 0) + 1
-    empty = [t.name for t in tasks if t.name not in per_task]
-    return {"samples": len(samples), "tasks": len(per_task), "tasks_enumerated": len(tasks),
-            "tasks_without_samples": empty, "near_duplicate_groups": len(set(groups.values())),
-            "leaking_eval_samples": leakage["eval_samples_with_near_duplicate_in_train"]
-            + leakage["eval_samples_sharing_an_image_with_train"], "per_task": per_task}
+    summary = {"samples": len(samples), "tasks": len(per_task), "tasks_enumerated": len(tasks),
+               "tasks_without_samples": [t.name for t in tasks if t.name not in per_task],
+               "near_duplicate_groups": int(len(np.unique(group))), "images_without_embedding": int((~has_emb).sum()),
+               "leaking_eval_samples": leakage["eval_samples_with_near_duplicate_in_train"]
+               + leakage["eval_samples_sharing_an_image_with_train"], "per_task": per_task}
+    staging = staging_folder(folder)
+    write_table(pa.Table.from_pylist(samples, schema=SAMPLES_SCHEMA), staging / store.samples_path.name)
+    write_table(pa.table({"image_id": ids, "group": ids.take(pa.array(group)), "split": pa.array(splits.tolist())},
+                         schema=SPLITS_SCHEMA), staging / "splits.parquet")
+    write_json(leakage, staging / "leakage.json")
+    write_json({"fingerprint": fingerprint, "summary": summary}, staging / "inputs.json")
+    commit_folder(staging, folder)
+    return summary

@@ -79,7 +79,7 @@ class QwenImageBackend:
     def predict(self, x_t_target: torch.Tensor, sigma: torch.Tensor, batch, lay) -> torch.Tensor:
         """Velocity of the target tokens (B, N_target, 64)."""
         dev = next(self.model.parameters()).device
-        hidden = torch.cat([x_t_target, lay["x_cond"]], dim=1).to(dev)
+        hidden = torch.cat([x_t_target.to(dev), lay["x_cond"].to(dev, x_t_target.dtype)], dim=1)
         out = self.runner(hidden_states=hidden, encoder_hidden_states=batch["prompt"].to(dev),
                          encoder_hidden_states_mask=batch["prompt_mask"].to(dev), timestep=sigma.to(dev),
                          img_shapes=lay["img_shapes"], return_dict=False)[0]

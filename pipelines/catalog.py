@@ -1,0 +1,225 @@
+"""The catalog: where every node type of the store lives, written by `vicl annotate` and read by every later stage.
+
+`catalog.json` maps each materialised node type to its annotator folder (relative to the
+store) and each online node type to its annotator and params; the mine stage's nodes are
+added from `mined/` when it ran. Later stages ask the catalog, never the annotate stage:
+  cat = Catalog.load(store)
+  idx = cat.node_index()            compact: sorted live image ids (Arrow) + one bool mask per node type
+  cat.read_cells([(node, id), ...])  the encoded cells, row groups read by image id (online nodes rendered)
+`fingerprint()` changes exactly when what a later stage would read changes (parts are immutable
+and named by content, so their names stand for their bytes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.store import NodeStore, folder_summary, part_name, read_cells, write_json
+
+MINED_NODES = ("mined_source", "mined_edit")
+# Node types that judge the source image itself: an image whose row has a quality reason (a flat or
+# near-constant crop) gives no node to any task.
+SOURCE_GATES = ("image_quality",)
+
+
+class StageOrderError(RuntimeError):
+    """A stage ran before the stage that makes its inputs; the message names the command to run."""
+
+
+@dataclass(frozen=True)
+class NodeLocation:
+    annotator: str
+    folder: Path
+
+
+@dataclass(frozen=True)
+class OnlineNode:
+    annotator: str
+    params_json: str
+
+
+class NodeIndex:
+    """Live images and which node types each holds, as compact columns (no per-row Python objects).
+
+    `ids`: sorted Arrow string array of image ids; `parts`: each one's image part id;
+    `has(node)`: a bool array aligned with ids."""
+
+    def __init__(self, ids: pa.Array, parts: pa.Array, masks: dict[str, np.ndarray]):
+        self.ids, self.parts, self._masks = ids, parts, masks
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def nodes(self) -> list[str]:
+        return sorted(n for n, m in self._masks.items() if m.any())
+
+    def has(self, node: str) -> np.ndarray:
+        mask = self._masks.get(node)
+        return mask if mask is not None else np.zeros(len(self.ids), bool)
+
+    def positions(self, image_ids) -> np.ndarray:
+        """Index of each id in `ids` (-1 when absent)."""
+        pos = pc.index_in(pa.array(image_ids, pa.string()), value_set=self.ids)
+        return pos.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def as_sets(self) -> dict[str, set[str]]:
+        """{node: image ids} (small stores, tests and reports)."""
+        ids = np.asarray(self.ids.to_pylist(), dtype=object)
+        return {n: set(ids[m].tolist()) for n, m in sorted(self._masks.items()) if m.any()}
+
+
+class Catalog:
+    def __init__(self, store: NodeStore, data: dict):
+        self.store = store
+        self.data = data
+        self.nodes = {n: NodeLocation(v["annotator"], store.root / v["folder"]) for n, v in data["nodes"].items()}
+        self.nodes["image"] = NodeLocation("ingest", store.images_dir)
+        self.online = {n: OnlineNode(v["annotator"], v["params_json"]) for n, v in data["online"].items()}
+        self.plugins = tuple(data.get("plugins", ()))
+        if any(store.mined_dir.glob("part-*.parquet")):  # the mine stage's pairs, keyed by pair id
+            self.nodes.update({n: NodeLocation("mine", store.mined_dir) for n in MINED_NODES})
+        self._index: NodeIndex | None = None
+        self._parts_of: dict[Path, dict[str, str]] = {}
+
+    # --- writing (the annotate stage) ---------------------------------------------------------
+    @staticmethod
+    def write(store: NodeStore, folders: dict[str, tuple[str, Path]], online: dict[str, tuple[str, str]],
+              plugins: list[str]) -> None:
+        """folders: node -> (annotator, folder); online: node -> (annotator, params JSON)."""
+        write_json({"schema": "vicl.catalog/1",
+                    "nodes": {n: {"annotator": a, "folder": str(f.relative_to(store.root))}
+                              for n, (a, f) in sorted(folders.items())},
+                    "online": {n: {"annotator": a, "params_json": p} for n, (a, p) in sorted(online.items())},
+                    "plugins": list(plugins)}, store.catalog_path)
+
+    @classmethod
+    def load(cls, store: NodeStore) -> Catalog:
+        if not store.catalog_path.exists():
+            raise StageOrderError(f"no catalog in {store.root}: run `vicl annotate` first (after `vicl ingest`)")
+        return cls(store, json.loads(store.catalog_path.read_text()))
+
+    # --- reading ------------------------------------------------------------------------------
+    def annotator_folders(self) -> list[Path]:
+        return sorted({loc.folder for n, loc in self.nodes.items() if loc.annotator not in ("ingest", "mine")})
+
+    def node_index(self) -> NodeIndex:
+        if self._index is None:
+            images = self.store.image_summary()
+            ok = images.filter(pc.is_null(images["error"]))
+            first = ok.group_by("image_id", use_threads=False).aggregate([("part", "first")])
+            first = first.sort_by("image_id")
+            ids, parts = first["image_id"].combine_chunks(), first["part_first"].combine_chunks()
+            masks = {"image": np.ones(len(ids), bool)}
+            usable = np.ones(len(ids), bool)  # False: a source image flagged by its quality gate (flat_image)
+            for node, loc in sorted(self.nodes.items()):
+                if loc.annotator in ("ingest", "mine"):
+                    continue
+                s = folder_summary(loc.folder)
+                s = s.filter(pc.and_(pc.equal(s["node_type"], node),
+                                     pc.and_(pc.is_null(s["error"]), pc.is_null(s["quality"]))))
+                if node in SOURCE_GATES:
+                    flagged = folder_summary(loc.folder)
+                    flagged = flagged.filter(pc.and_(pc.equal(flagged["node_type"], node),
+                                                     pc.is_valid(flagged["quality"])))
+                    usable[pc.index_in(flagged["image_id"], value_set=ids).drop_null().to_numpy()] = False
+                pos = pc.index_in(s["image_id"], value_set=ids).drop_null().to_numpy()
+                mask = np.zeros(len(ids), bool)
+                mask[pos] = True
+                masks[node] = mask
+            for node in self.online:  # rendered at export time from the image itself
+                masks[node] = masks["image"].copy()
+            for node in masks:  # nothing of a flagged source image is used
+                masks[node] &= usable
+            self._index = NodeIndex(ids, parts, masks)
+        return self._index
+
+    def vectors(self, node: str) -> tuple[np.ndarray, np.ndarray]:
+        """(mask, matrix) of a vector node (embeddings "f32", hashes "u8") aligned with node_index().ids;
+        rows of images without the node are zero and False in the mask."""
+        import pyarrow.parquet as pq
+
+        index = self.node_index()
+        folder = self.nodes[node].folder
+        mask, matrix = np.zeros(len(index), bool), None
+        for part in sorted(folder.glob("part-*.parquet")):
+            t = pq.read_table(part, columns=["image_id", "data", "format", "error", "quality"],
+                              filters=[("node_type", "=", node)])
+            t = t.filter(pc.and_(pc.is_null(t["error"]), pc.is_null(t["quality"])))
+            if not t.num_rows:
+                continue
+            pos = index.positions(t["image_id"])
+            keep = pos >= 0
+            dtype = "<f4" if t["format"][0].as_py() == "f32" else np.uint8
+            rows = np.frombuffer(b"".join(t["data"].to_pylist()), dtype=dtype).reshape(t.num_rows, -1)
+            if matrix is None:
+                matrix = np.zeros((len(index), rows.shape[1]), rows.dtype)
+            matrix[pos[keep]] = rows[keep]
+            mask[pos[keep]] = True
+        return mask, (matrix if matrix is not None else np.zeros((len(index), 0), np.float32))
+
+    def mined_ids(self) -> set[str]:
+        """Pair ids that hold both mined nodes (the mine stage's own id space)."""
+        if "mined_edit" not in self.nodes:
+            return set()
+        s = folder_summary(self.store.mined_dir)
+        s = s.filter(pc.is_null(s["error"]))
+        by_node = defaultdict(set)
+        for i, n in zip(s["image_id"].to_pylist(), s["node_type"].to_pylist()):
+            by_node[n].add(i)
+        return by_node["mined_source"] & by_node["mined_edit"]
+
+    def part_path(self, node: str, image_id: str) -> Path:
+        loc = self.nodes[node]
+        if loc.annotator == "mine":
+            if loc.folder not in self._parts_of:
+                s = folder_summary(loc.folder)
+                self._parts_of[loc.folder] = dict(zip(s["image_id"].to_pylist(), s["part"].to_pylist()))
+            return loc.folder / part_name(self._parts_of[loc.folder][image_id])
+        index = self.node_index()
+        pos = int(index.positions([image_id])[0])
+        if pos < 0:
+            raise KeyError(f"image {image_id} is not in the store")
+        return loc.folder / part_name(index.parts[pos].as_py())
+
+    def read_cells(self, refs) -> dict[tuple[str, str], dict]:
+        """(node, image id) -> {data, format, meta, width, height} for each ref; online nodes rendered
+        from the image (their meta records the parameters they used)."""
+        from pipelines.annotator_runtime import render_online
+
+        refs = sorted(set((n, i) for n, i in refs))
+        wanted: dict[tuple[Path, str], list[str]] = defaultdict(list)
+        for node, image_id in refs:
+            source = "image" if node in self.online else node
+            wanted[(self.part_path(source, image_id), source)].append(image_id)
+        rows: dict[tuple[str, str], dict] = {}
+        for (path, node), ids in sorted(wanted.items()):
+            for image_id, row in read_cells(path, ids, node).items():
+                rows[(node, image_id)] = row
+        for node, image_id in refs:
+            if node in self.online:
+                online = self.online[node]
+                image = rows[("image", image_id)]
+                data, meta = render_online(online.annotator, online.params_json, image["data"], image_id, node,
+                                           self.plugins)
+                rows[(node, image_id)] = {"data": data, "format": "png", "meta": meta, "width": image["width"],
+                                          "height": image["height"]}
+        return {ref: rows[ref] for ref in refs if ref in rows}
+
+    def fingerprint(self) -> str:
+        """Digest of what later stages read: the catalog, every node folder's part names, tombstones, mining."""
+        digest = hashlib.sha256(json.dumps(self.data, sort_keys=True).encode())
+        for folder in sorted({loc.folder for loc in self.nodes.values()}):
+            names = sorted(p.name for p in folder.glob("part-*.parquet"))
+            digest.update(f"{folder.relative_to(self.store.root)}\n{','.join(names)}\n".encode())
+        for extra in (self.store.images_dir / "tombstones.parquet", self.store.mined_dir / "quadruplets.parquet"):
+            if extra.exists():
+                digest.update(hashlib.sha256(extra.read_bytes()).digest())
+        return digest.hexdigest()[:16]
