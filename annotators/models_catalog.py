@@ -24,11 +24,12 @@ def catalog(annotator_names: list[str] | None = None) -> list[tuple[str, WeightS
 
 
 def unique_specs(entries: list[tuple[str, WeightSpec]]) -> list[WeightSpec]:
-    """Specs in first-seen order without repeats (one file may serve several annotators)."""
-    seen: dict[WeightSpec, None] = {}
+    """Specs in first-seen order without repeats (one file may serve several annotators, each
+    describing it in its own words: a file is its repo and name)."""
+    seen: dict[tuple[str, str | None], WeightSpec] = {}
     for _, spec in entries:
-        seen.setdefault(spec, None)
-    return list(seen)
+        seen.setdefault((spec.repo_id, spec.filename), spec)
+    return list(seen.values())
 
 
 def check(models_dir: str | Path | None, annotator_names: list[str] | None = None) -> list[tuple[WeightSpec, bool]]:

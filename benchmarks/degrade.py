@@ -8,7 +8,7 @@
    task per part writing its Parquet parts) on a local 2-CPU Ray, as a ratio; and, as the
    machine's own ceiling, the same serial loop split over two plain processes.
 
-    python benchmarks/degrade.py [--images 16] [--reps 3] [--no-ray] [--rounds 3] [--executors tasks,ray_data]
+    python benchmarks/degrade.py [--images 16] [--reps 3] [--no-ray] [--rounds 3] [--executors tasks,actors]
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--no-ops", action="store_true")
     parser.add_argument("--rounds", type=int, default=1, help="alternating serial / stage rounds")
     parser.add_argument("--executors", default="tasks",
-                        help="comma-separated annotate.cpu_executor values to time (tasks, ray_data)")
+                        help="comma-separated annotate.cpu_executor values to time (tasks, actors)")
     args = parser.parse_args()
     print(f"cores visible: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f} (CPU shared with others)")
     cv2.setNumThreads(1)

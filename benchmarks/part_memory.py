@@ -12,7 +12,6 @@ part; the figure is the peak RSS above the process's own start.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import resource
 import shutil
@@ -43,30 +42,31 @@ def annotate_one_part(mode: str, root: str, images: int, size: int, batch_size: 
     import pyarrow as pa
 
     import annotators  # noqa: F401  (registers built-ins)
+    from pipelines.annotation_plan import plan
     from pipelines.stages import annotate as stage
-    from pipelines.store import NodeStore, part_name
+    from pipelines.store import NODE_SCHEMA, NodeStore, write_table
 
     cv2.setNumThreads(1)
     params = build_params(root, images, size, batch_size)
     store = NodeStore(params.paths.store)
-    runs = stage.plan(params, store)
+    runs = [r for r in plan(params, store) if r.requires == ("image",)]
     args = stage.worker_args(runs, params)
-    inputs = {"image": str(store.images_dir / part_name(0))}
-    paths = {r.name: str(r.folder / part_name(0)) for r in runs}
+    part = store.image_parts()[0].name
+    inputs = {"image": str(store.images_dir / part)}
+    paths = {r.name: str(r.folder / part) for r in runs}
     start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     if mode == "streamed":
-        stage.annotate_part(0, inputs, args, paths, batch_size)
+        stage.annotate_part_task(inputs, args, paths, batch_size)
     else:
         group = stage.AnnotatorGroup(args)
-        rows = stage.read_part_inputs({"part": 0, "inputs": json.dumps(inputs)})
-        out = []
+        rows = stage.read_part_inputs(inputs)
+        out: dict[str, list] = {name: [] for name in paths}
         for i in range(0, len(rows), batch_size):
-            chunk = rows[i:i + batch_size]
-            out += group.annotate_rows({column: [r[column] for r in chunk] for column in chunk[0]})
-        table = pa.Table.from_pylist(out, schema=stage.OUT_SCHEMA)
+            for name, member_rows in group.annotate_rows(rows[i:i + batch_size], sorted(paths)).items():
+                out[name] += member_rows
         for name, path in paths.items():
-            stage._write_part(table.filter(pa.compute.equal(table["annotator"], name)), Path(path))
+            write_table(pa.Table.from_pylist(out[name], schema=NODE_SCHEMA), Path(path))
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start_rss  # KiB on Linux
     stored = sum(Path(p).stat().st_size for p in paths.values())

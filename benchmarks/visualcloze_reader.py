@@ -15,7 +15,8 @@ Reports, as JSON (--json) and a summary:
   draws.stock:  N draws with VisualCloze's stock `graph200k_task_dicts` (129 paths), as train.py;
   paths:        for each of the 129 stock paths, MyDataset.get_items with 3 rows (the most
                 __getitem__ draws): loadable, or spins (fewer rows pass the reader's own
-                check_item_graph200k than it needs: its loop never ends), or the error it raised;
+                check_item_graph200k than it needs: its loop never ends), or the error it raised
+                (a path whose check passes >= 3 rows but times out is retried once at 6x);
   task_list:    whether vicl's copy of the stock list (pipelines.graph200k_export) equals the repo's.
 Every draw runs under a timeout (SIGALRM in the worker, and a hard kill from the parent), so a
 spinning get_items is counted, not hung on.
@@ -249,6 +250,12 @@ def main(argv=None) -> int:
                     # the short timeout confirms the spin
                     timeout = args.timeout if count["rows_passing_check"] >= 3 else args.spin_timeout
                     probe = reader.ask({"kind": "path", "path": path, "seed": args.seed + i, "timeout": timeout})
+                    if probe["status"] == "spins" and count["rows_passing_check"] >= 3:
+                        # enough rows pass, so get_items can end: a slow item (its multi-Otsu
+                        # quantization on noisy images), given six times as long once
+                        probe = reader.ask({"kind": "path", "path": path, "seed": args.seed + i,
+                                            "timeout": 6 * timeout})
+                        probe["retried"] = True
                     per_path[" > ".join(path)] = {**count, **probe, "listed_by_export": tuple(path) in served}
             loadable = [p for p, r in per_path.items() if r["status"] == "built"]
             report["paths"] = {"loadable": len(loadable), "of": len(per_path), "loadable_paths": loadable,

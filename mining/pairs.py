@@ -40,7 +40,7 @@ class PairColumns(BaseModel):
     source: str = Field("source", description="column / field / file stem of the source image")
     edited: str = Field("edited", description="column / field / file stem of the edited image")
     instruction: str = Field("instruction", description="column / field / file stem of the instruction text")
-    pair_id: str | None = Field(None, description="column of a pair id; None: a digest of (source id, edited id, instruction)")
+    pair_id: str | None = Field(None, description="column of a pair id; None: the folder name or sample key, else a digest of (source id, edited id, instruction)")
     source_id: str | None = Field(None, description="column of a source image id; None: content id of the bytes")
     edited_id: str | None = Field(None, description="column of an edited image id; None: content id of the bytes")
 
@@ -90,8 +90,13 @@ def _rows_to_table(rows: Iterable[dict[str, Any]], cols: PairColumns, base: Path
         edited_id = str(row[cols.edited_id]) if cols.edited_id else content_id(edt)
         instruction = _to_text(row[cols.instruction])
         # without a named id, the pair's content names it: two corpora can never collide
-        out["pair_id"].append(str(row[cols.pair_id]) if cols.pair_id else
-                              content_id(f"{source_id}\n{edited_id}\n{instruction}".encode()))
+        if cols.pair_id:
+            pair_id = str(row[cols.pair_id])
+        elif "__key__" in row:  # a folder name or a WebDataset sample key names the pair
+            pair_id = str(row["__key__"])
+        else:
+            pair_id = content_id(f"{source_id}\n{edited_id}\n{instruction}".encode())
+        out["pair_id"].append(pair_id)
         out["source_id"].append(source_id)
         out["edited_id"].append(edited_id)
         out["source_bytes"].append(src)

@@ -54,6 +54,7 @@ class NodeIndex:
 
     def __init__(self, ids: pa.Array, parts: pa.Array, masks: dict[str, np.ndarray]):
         self.ids, self.parts, self._masks = ids, parts, masks
+        self._keys: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -66,9 +67,17 @@ class NodeIndex:
         return mask if mask is not None else np.zeros(len(self.ids), bool)
 
     def positions(self, image_ids) -> np.ndarray:
-        """Index of each id in `ids` (-1 when absent)."""
-        pos = pc.index_in(pa.array(image_ids, pa.string()), value_set=self.ids)
-        return pos.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        """Index of each id in `ids` (-1 when absent): a binary search in a byte-string copy of the
+        sorted ids, built once (a hash lookup would rebuild its table of all N ids on every call)."""
+        if self._keys is None:
+            self._keys = np.asarray(self.ids.to_numpy(zero_copy_only=False), dtype="S")
+        if isinstance(image_ids, (pa.Array, pa.ChunkedArray)):
+            image_ids = image_ids.to_numpy(zero_copy_only=False)
+        query = np.asarray(image_ids, dtype="S") if len(image_ids) else np.zeros(0, "S1")
+        pos = np.searchsorted(self._keys, query)
+        found = pos < len(self._keys)
+        found[found] = self._keys[pos[found]] == query[found]
+        return np.where(found, pos, -1).astype(np.int64)
 
     def as_sets(self) -> dict[str, set[str]]:
         """{node: image ids} (small stores, tests and reports)."""

@@ -80,6 +80,15 @@ def closing_summary(params) -> tuple[int, int]:
     return ok, store.failures([r.folder for r in plan(params, store)]).num_rows
 
 
+def require_inputs(stage: str, store) -> None:
+    """A stage run before the stage that makes its inputs stops here, naming the command to run."""
+    need = {"annotate": (store.images_dir / "listing.parquet", "vicl ingest"),
+            "mine": (store.catalog_path, "vicl annotate"), "sample": (store.catalog_path, "vicl annotate"),
+            "export": (store.samples_path, "vicl sample")}
+    if stage in need and not need[stage][0].exists():
+        raise StageOrderError(f"{need[stage][0]} does not exist: run `{need[stage][1]}` first")
+
+
 EXIT_UNFINISHED = 75  # EX_TEMPFAIL: transient failures left parts for a later run
 
 
@@ -88,6 +97,8 @@ def cmd_stage(args) -> int:
     names = STAGES if args.command == "run" else (args.command,)
     if "ingest" in names:
         check_inputs(params, args.params)
+    else:
+        require_inputs(names[0], _store(params))  # one line and exit 2, before Ray starts
     results = run_stages(names, params, args.ray_address, _progress())
     ok, failed = closing_summary(params)
     print(f"{ok} ok, {failed} failed")

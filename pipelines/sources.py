@@ -22,7 +22,6 @@ import stat
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
 import numpy as np

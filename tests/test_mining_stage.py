@@ -107,7 +107,11 @@ def test_read_folder_parquet_webdataset_hf(pair_table, tmp_path):
     got = read_pairs(PairSource(kind="hf_disk", path=str(tmp_path / "hf"), split="train",
                                 columns=PairColumns(source="input", instruction="prompt")))
     assert got.num_rows == n and _same_pairs(got, pair_table)
-    assert got["pair_id"][0].as_py() == "row-000000000"
+    # no named id: the pair's content names it, so two corpora can never collide
+    from pipelines.images import content_id
+    first = got.to_pylist()[0]
+    assert got["pair_id"][0].as_py() == content_id(
+        f"{first['source_id']}\n{first['edited_id']}\n{first['instruction']}".encode())
 
 
 def _params() -> MineParams:

@@ -68,11 +68,14 @@ def test_graph200k_export_layout_and_rows(built):
     root = Path(params.paths.out) / "graph200k"
     rows = json.loads((root / "train" / "data.json").read_text())
     assert rows and set(rows[0]) >= {"quality_assessment", "description", "collection", "condition"}
-    assert set(rows[0]["condition"]) == {"canny", "gray", "GaussianBlur"}
-    for i, row in enumerate(rows[:3]):
-        for node, rel in row["condition"].items():
-            assert rel == f"train/{node}/{i}_{node}.jpg" and (root / rel).is_file()
-        assert (root / row["target"]).is_file()
+    # canny and gray only where their gates passed (few edges; a grey photo's gray is a no-op)
+    assert all({"target", "GaussianBlur"} <= set(r["condition"]) <= {"target", "canny", "gray", "GaussianBlur"}
+               for r in rows)
+    assert any("canny" in r["condition"] for r in rows) and any("gray" in r["condition"] for r in rows)
+    for row in rows[:3]:  # VisualCloze's reader opens condition paths as written: absolute, named by content
+        for node, path in row["condition"].items():
+            assert path == str(root.resolve() / "train" / node / f"{row['image_id']}_{node}.jpg")
+            assert Path(path).is_file()
 
 
 def test_preview_and_report_render(built, tmp_path):
@@ -113,22 +116,6 @@ def test_cmd_tasks_prints_tasks_and_coverage(built, capsys):
     assert cmd_tasks(params) == 0
     text = capsys.readouterr().out
     assert text.startswith("4 tasks") and "GaussianBlur_to_image" in text and "coverage" in text
-
-
-def test_graph200k_row_forms_for_edits_styles_and_quality():
-    from pipelines.graph200k_export import graph200k_row
-
-    paths = {"image": "train/image/0_image.jpg", "canny": "train/canny/0_canny.jpg",
-             "FillEdit": "train/FillEdit/0_FillEdit.jpg", "InstantStyle": "train/InstantStyle/0_InstantStyle.jpg"}
-    metas = {"caption": {"text": "a cat"}, "FillEdit": {"description": "a dog instead", "name": "dog"},
-             "InstantStyle": {"style_path": ["s.jpg"]}}
-    row = graph200k_row("id", paths, metas, "vicl")
-    assert row["description"] == "a cat" and row["condition"] == {"canny": "train/canny/0_canny.jpg"}
-    assert row["FillEdit"] == {"image_path": ["train/FillEdit/0_FillEdit.jpg"], "description": "a dog instead",
-                               "name": "dog"}
-    assert row["InstantStyle"] == {"image_path": ["train/InstantStyle/0_InstantStyle.jpg"], "style_path": ["s.jpg"]}
-    low = {**metas, "image": {"quality_assessment": {"objectConsistency": 2}}}
-    assert graph200k_row("id", paths, low, "vicl") is None
 
 
 def test_resampling_rewrites_shards_whose_samples_changed(built):

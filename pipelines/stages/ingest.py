@@ -19,13 +19,13 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.images import ImageRejected, content_id, decode_normalised, encode_image, resize_max_side
+from pipelines.images import ImageRejected, content_id, decode_for_store, encode_image
 from pipelines.params import IngestParams, Params, SourceParams
 from pipelines.sources import Entry, list_entries, load_chunk
-from pipelines.store import (NODE_SCHEMA, ROW_GROUP, NodeStore, clean_temp_files, folder_summary, part_id, part_name,
+from pipelines.store import (NODE_SCHEMA, NodeStore, clean_temp_files, folder_summary, part_id, part_name,
                              write_json, write_table)
 
-INGEST_VERSION = "2"
+INGEST_VERSION = "3"  # 3: JPEGs that shrink 2x or more are decoded at a DCT scale first
 LISTING_SCHEMA = pa.schema([
     ("ref", pa.string()), ("container", pa.string()), ("stamp", pa.string()), ("reject", pa.string()),
     ("source", pa.int32()), ("part", pa.string()), ("seq", pa.int32()),  # seq: the ingest run that made the part
@@ -54,8 +54,8 @@ def ingest_entries(source: SourceParams, entries: list[Entry], params: IngestPar
             continue
         image_id = content_id(data) if data else ""
         try:
-            rgb = decode_normalised(data, max_pixels=params.max_pixels, min_side=params.min_side,
-                                   max_side=params.max_side)
+            rgb, (orig_w, orig_h) = decode_for_store(data, max_pixels=params.max_pixels, min_side=params.min_side,
+                                                     max_side=params.max_side)
         except ImageRejected as e:
             rows.append(_row(image_id, b"", "none", 0, 0, meta, 0.0, f"{e.reason}: {e.detail}", fingerprint))
             continue
@@ -64,8 +64,7 @@ def ingest_entries(source: SourceParams, entries: list[Entry], params: IngestPar
                              f"duplicate_content: same bytes as {seen[image_id]}", fingerprint))
             continue
         seen[image_id] = ref
-        meta.update(orig_width=int(rgb.shape[1]), orig_height=int(rgb.shape[0]))
-        rgb = resize_max_side(rgb, params.max_side)
+        meta.update(orig_width=int(orig_w), orig_height=int(orig_h))
         encoded = encode_image(rgb, params.image_format, params.quality)
         rows.append(_row(image_id, encoded, params.image_format, rgb.shape[1], rgb.shape[0], meta,
                          time.perf_counter() - start, None, fingerprint))
@@ -86,7 +85,7 @@ def _ingest_part_task(item: dict) -> dict:
     source = SourceParams.model_validate_json(item["source"])
     entries = [Entry(*e) for e in json.loads(item["entries"])]
     table = ingest_entries(source, entries, params, item["fingerprint"])
-    write_table(table, item["path"], row_group_size=ROW_GROUP)
+    write_table(table, item["path"])
     failed = table.filter(pa.compute.is_valid(table["error"])).num_rows
     return {"part": item["part"], "ok": table.num_rows - failed, "failed": failed}
 

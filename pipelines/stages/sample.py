@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.catalog import Catalog, NodeIndex, StageOrderError
-from pipelines.node_types import MINED_EDIT, MINED_SOURCE
+from pipelines.catalog import Catalog, StageOrderError
+from pipelines.node_types import MINED_EDIT
 from pipelines.params import Params
 from pipelines.sampling import assign_keys, auto_tasks, mined_samples, sample, split_of
 from pipelines.sampling_params import SamplerParams
@@ -117,14 +117,15 @@ def run_sample(params: Params, store: NodeStore) -> dict:
     if emb_node not in cat.nodes:
         raise StageOrderError(f"the store has no {emb_node!r} node ({sp.split_embedder}): run `vicl annotate` again")
     has_emb, emb = cat.vectors(emb_node)
-    group = near_duplicate_groups(ids, emb.astype(np.float32), sp.near_duplicate_threshold, nprobe=sp.near_duplicate_nprobe)
+    emb = np.asarray(emb, dtype=np.float32)  # no copy: 10^6 x 128 is 512 MB
+    group = near_duplicate_groups(ids, emb, sp.near_duplicate_threshold, nprobe=sp.near_duplicate_nprobe)
     splits = assign_splits(ids, group, sp.eval_fraction, sp.seed)
     categories = {}
     for node in sorted({n for t in tasks if t.same_category for n in t.path} & set(cat.nodes)):
         categories.update({(node, i): m.get("category") for i, m in node_meta(cat, node).items()})
     captions = {i: m.get("text", "") for i, m in node_meta(cat, "caption").items()}
     samples = sample(index, tasks, sp, split_of=splits, groups=group,
-                     embeddings=emb.astype(np.float32) if sp.context == "retrieved" else None,
+                     embeddings=emb if sp.context == "retrieved" else None,
                      categories=categories, captions=captions)
     mined_rows = _mined_rows(store, cat, sp)
     sources = sorted({i for r in mined_rows for i in (r["source_id_a"], r["source_id_b"])})
