@@ -25,7 +25,7 @@ from pipelines.sources import Entry, list_entries, load_chunk
 from pipelines.store import (NODE_SCHEMA, NodeStore, clean_temp_files, folder_summary, part_id, part_name,
                              write_json, write_table)
 
-INGEST_VERSION = "3"  # 3: JPEGs that shrink 2x or more are decoded at a DCT scale first
+INGEST_VERSION = "3"  # 3: DCT-scale JPEG decode when shrinking 2x or more, area-filter shrink
 LISTING_SCHEMA = pa.schema([
     ("ref", pa.string()), ("container", pa.string()), ("stamp", pa.string()), ("reject", pa.string()),
     ("source", pa.int32()), ("part", pa.string()), ("seq", pa.int32()),  # seq: the ingest run that made the part
