@@ -50,8 +50,28 @@ class ClipParams(AnnotatorParams):
     weights_repo: str | None = None  # a repo id holding open_clip_model.safetensors
 
 
+class OpenClipAnnotator(Annotator):
+    """Base of the annotators built on open_clip's towers (params: model_name, pretrained, weights_repo)."""
+
+    def open_clip(self, random_size: str | None = None):
+        """The towers with real weights (MissingWeightsError naming the repo when absent), or, for
+        tests and benchmarks, random ones: `random_size` "tiny" (a small config) or "full"."""
+        from mining.embed import OpenClipEmbedder
+
+        p = self.params
+        clip = OpenClipEmbedder(p.model_name, p.pretrained, models_dir=self.models_dir, device=self.device,
+                                weights_repo=p.weights_repo)
+        if random_size is None:
+            clip.load()
+        else:
+            if random_size == "tiny":
+                clip.model_name = _tiny_clip_config()
+            clip.load_random()
+        return clip
+
+
 @register
-class ClipEmbedder(Annotator):
+class ClipEmbedder(OpenClipAnnotator):
     name = "embed_clip"
     produces = ("embedding_clip",)
     Params = ClipParams
@@ -59,22 +79,11 @@ class ClipEmbedder(Annotator):
     weights = (WeightSpec("timm/vit_large_patch14_clip_224.openai", "open_clip_model.safetensors",
                           "open_clip ViT-L/14 image tower"),)
 
-    def _embedder(self):
-        from mining.embed import OpenClipEmbedder
-
-        p = self.params
-        return OpenClipEmbedder(p.model_name, p.pretrained, models_dir=self.models_dir, device=self.device,
-                                weights_repo=p.weights_repo)
-
     def load(self) -> None:
-        self.embedder = self._embedder()
-        self.embedder.load()
+        self.embedder = self.open_clip()
 
     def load_random(self, size: str = "tiny") -> None:
-        self.embedder = self._embedder()
-        if size == "tiny":
-            self.embedder.model_name = _tiny_clip_config()
-        self.embedder.load_random()
+        self.embedder = self.open_clip(size)
 
     def annotate(self, inputs, image_ids):
         vectors = self.embedder.embed_images([x["image"] for x in inputs])

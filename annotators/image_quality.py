@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import Field
 
 from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, WeightSpec
+from annotators.embeddings import OpenClipAnnotator
 from annotators.registry import register
 
 IMAGE_QUALITY_NODE = "image_quality"  # registered in pipelines/node_types.py (metadata only)
@@ -123,7 +124,7 @@ def clip_iqa_scores(image_emb: np.ndarray, prompt_emb: np.ndarray, logit_scale: 
 
 
 @register
-class ImageQualityClip(Annotator):
+class ImageQualityClip(OpenClipAnnotator):
     """CLIP-IQA score of each photo (open_clip towers, real weights only): node `image_quality_clip`
     with meta {score, model, prompts}; with `min_score`, quality `low_quality` below it."""
 
@@ -134,21 +135,12 @@ class ImageQualityClip(Annotator):
     weights = (WeightSpec("timm/vit_large_patch14_clip_224.openai", "open_clip_model.safetensors",
                           "open_clip ViT-L-14 (openai) for CLIP-IQA"),)
 
-    def _embedder(self):
-        from mining.embed import OpenClipEmbedder
-
-        p = self.params
-        return OpenClipEmbedder(p.model_name, p.pretrained, models_dir=self.models_dir, device=self.device,
-                                weights_repo=p.weights_repo)
-
     def load(self) -> None:
-        self._clip = self._embedder()
-        self._clip.load()  # MissingWeightsError naming the repo when the weights are not on disk
+        self._clip = self.open_clip()  # MissingWeightsError naming the repo when the weights are not on disk
         self._prompts = self._clip.embed_texts(list(self.params.prompts))
 
     def load_random(self, size: str = "tiny") -> None:
-        self._clip = self._embedder()
-        self._clip.load_random()
+        self._clip = self.open_clip(size)
         self._prompts = self._clip.embed_texts(list(self.params.prompts))
 
     def annotate(self, inputs, image_ids):
