@@ -95,10 +95,10 @@ EXIT_UNFINISHED = 75  # EX_TEMPFAIL: transient failures left parts for a later r
 def cmd_stage(args) -> int:
     params = load_params(args.params)
     names = STAGES if args.command == "run" else (args.command,)
-    if "ingest" in names:
-        check_inputs(params, args.params)
-    else:
-        require_inputs(names[0], _store(params))  # one line and exit 2, before Ray starts
+    if "ingest" in names or "mine" in names:
+        check_inputs(params, args.params)  # inputs exist: one line and exit 2, before Ray starts
+    if names[0] != "ingest":
+        require_inputs(names[0], _store(params))  # the stages before it ran
     results = run_stages(names, params, args.ray_address, _progress())
     ok, failed = closing_summary(params)
     print(f"{ok} ok, {failed} failed")

@@ -194,13 +194,24 @@ def validate_params(params: Params, source: str = "params") -> None:
 
 
 def check_inputs(params: Params, source: str = "params") -> None:
-    """Every configured input exists and is not empty (a missing folder fails here, not after Ray started)."""
+    """Every configured input (ingest sources, mining corpora) exists and is not empty: a missing folder
+    fails here, in one line, not after Ray started."""
     from pipelines.sources import check_source
 
     for i, src in enumerate(params.ingest.sources):
         problem = check_source(src)
         if problem:
             raise ParamsError(f"{source}: ingest.sources.{i}.path: {src.path!r}: {problem}")
+    if params.mine.enabled:
+        import glob
+        import os
+
+        for i, corpus in enumerate(params.mine.corpora):
+            if corpus.path.startswith(("pipe:", "http:", "https:")) or "://" in corpus.path:
+                raise ParamsError(f"{source}: mine.corpora.{i}.path: {corpus.path!r}: only local files and folders")
+            if not glob.glob(os.path.expanduser(corpus.path)):
+                raise ParamsError(f"{source}: mine.corpora.{i}.path: {corpus.path!r}: matches nothing "
+                                  f"(relative paths resolve against {os.getcwd()})")
 
 
 def produced_nodes(params: Params) -> dict[str, str]:

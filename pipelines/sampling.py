@@ -151,35 +151,28 @@ class _Ids:
         return value.as_py() if hasattr(value, "as_py") else value
 
 
-def _compact(index, split_of, groups, embeddings, categories):
-    """Accept the plain-dict forms (tests, small stores) as well as the catalog's compact index."""
+def _from_plain(index: dict[str, set[str]], split_of, groups, embeddings):
+    """The plain-dict forms (tests, small stores) as the catalog's compact ones: a NodeIndex and
+    arrays aligned with its sorted ids."""
+    import pyarrow as pa
+
     from pipelines.catalog import NodeIndex
 
-    if not isinstance(index, NodeIndex):
-        all_ids = sorted(set().union(*index.values())) if index else []
-        pos = {i: k for k, i in enumerate(all_ids)}
-        masks = {}
-        for node, members in index.items():
-            m = np.zeros(len(all_ids), bool)
-            m[[pos[i] for i in members]] = True
-            masks[node] = m
-        import pyarrow as pa
-
-        index = NodeIndex(pa.array(all_ids, pa.string()), pa.array([""] * len(all_ids), pa.string()), masks)
-    ids = index.ids.to_pylist() if len(index) < 200_000 else index.ids
-    n = len(index)
-    if isinstance(split_of, dict) or split_of is None:
-        names = [split_of.get(i) if split_of else None for i in (ids if isinstance(ids, list) else ids.to_pylist())]
-        split_of = np.array([x if x is not None else "" for x in names], dtype=object) if split_of else None
-    if isinstance(groups, dict) or groups is None:
-        id_list = ids if isinstance(ids, list) else ids.to_pylist()
-        pos = {i: k for k, i in enumerate(id_list)}
-        groups = np.array([pos.get((groups or {}).get(i, i), k) for k, i in enumerate(id_list)], np.int64)
-    if isinstance(embeddings, dict):
-        id_list = ids if isinstance(ids, list) else ids.to_pylist()
+    ids = sorted(set().union(*index.values())) if index else []
+    pos = {i: k for k, i in enumerate(ids)}
+    masks = {}
+    for node, members in index.items():
+        masks[node] = np.zeros(len(ids), bool)
+        masks[node][[pos[i] for i in members]] = True
+    if split_of is not None:
+        split_of = np.array([split_of.get(i, "") for i in ids], dtype=object)
+    if groups is not None:
+        groups = np.array([pos.get(groups.get(i, i), k) for k, i in enumerate(ids)], np.int64)
+    if embeddings is not None:
         dim = len(next(iter(embeddings.values())))
-        embeddings = np.stack([embeddings.get(i, np.zeros(dim)) for i in id_list]).astype(np.float32)
-    return index, ids, n, split_of, groups, embeddings, categories or {}
+        embeddings = np.stack([embeddings.get(i, np.zeros(dim)) for i in ids]).astype(np.float32)
+    return NodeIndex(pa.array(ids, pa.string()), pa.array([""] * len(ids), pa.string()), masks), split_of, groups, \
+        embeddings
 
 
 def sample(index, tasks: list[Task], params, *, split_of=None, groups=None, embeddings=None,
@@ -189,11 +182,17 @@ def sample(index, tasks: list[Task], params, *, split_of=None, groups=None, embe
 
     `index`: the catalog's NodeIndex, or {node: set of ids}; `split_of`, `groups`, `embeddings`:
     arrays aligned with the index's sorted ids (or the dict forms)."""
-    index, ids, n, split_arr, group, emb, categories = _compact(index, split_of, groups, embeddings, categories)
-    if split_arr is None:
-        id_list = ids if isinstance(ids, list) else ids.to_pylist()
-        split_arr = np.array([split_of_group(i, params.eval_fraction, params.seed) for i in id_list], dtype=object)
-    ids = _Ids(ids)
+    from pipelines.catalog import NodeIndex
+
+    if not isinstance(index, NodeIndex):
+        index, split_of, groups, embeddings = _from_plain(index, split_of, groups, embeddings)
+    n = len(index)
+    split_arr = split_of if split_of is not None else np.array(
+        [split_of_group(i, params.eval_fraction, params.seed) for i in index.ids.to_pylist()], dtype=object)
+    group = groups if groups is not None else np.arange(n, dtype=np.int64)  # no grouping: each image alone
+    emb = embeddings
+    categories = categories or {}
+    ids = _Ids(index.ids)
     heldout = set(params.heldout_tasks) | {t.name for t in tasks if t.family in params.heldout_families}
     eligible_of = {}
     for t in tasks:

@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -96,9 +97,9 @@ def _write_options(columns: list[str]) -> dict:
             "use_dictionary": small, "write_statistics": small}
 
 
-def write_table(table: pa.Table, path: str | Path, row_group_size: int | None = None) -> None:
+def write_table(table: pa.Table, path: str | Path) -> None:
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=row_group_size, **_write_options(table.column_names))
+        pq.write_table(table, tmp, **_write_options(table.column_names))
 
 
 @contextmanager
@@ -287,11 +288,11 @@ class NodeStore:
 
 def _first_copies(ok_images: pa.Table) -> pa.Array:
     """Mask of the rows that are the first copy of their image id (the order of the summary: by part)."""
-    seen, keep = set(), []
-    for image_id in ok_images["image_id"].to_pylist():
-        keep.append(image_id not in seen)
-        seen.add(image_id)
-    return pa.array(keep, pa.bool_())
+    rows = ok_images.select(["image_id"]).append_column("row", pa.array(range(ok_images.num_rows), pa.int64()))
+    first = rows.group_by("image_id", use_threads=False).aggregate([("row", "min")])["row_min"]
+    mask = np.zeros(ok_images.num_rows, bool)
+    mask[first.to_numpy()] = True
+    return pa.array(mask)
 
 
 def _failure_rows(stage: str, sources, annotator: str, errors) -> pa.Table:

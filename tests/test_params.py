@@ -50,3 +50,18 @@ def test_cli_reports_invalid_params(tmp_path, capsys):
     path.write_text("ingest:\n  part_size: -1\n")
     assert main(["validate", "--params", str(path)]) == 2
     assert "ingest.part_size" in capsys.readouterr().err
+
+
+def test_missing_inputs_and_corpora_fail_validation_naming_the_path(tmp_path):
+    from pipelines.params import ParamsError, check_inputs, parse_params
+
+    (tmp_path / "empty").mkdir()
+    corpus = {"kind": "parquet", "path": str(tmp_path / "edits" / "*.parquet")}
+    cases = [({"ingest": {"sources": [{"kind": "folder", "path": str(tmp_path / "nope")}]}}, "no such file or folder"),
+             ({"ingest": {"sources": [{"kind": "folder", "path": str(tmp_path / "empty")}]}}, "holds no files"),
+             ({"mine": {"corpora": [corpus]}}, "mine.corpora.0.path"),
+             ({"mine": {"corpora": [{**corpus, "path": "pipe:cat x.tar"}]}}, "only local files")]
+    for data, message in cases:
+        with pytest.raises(ParamsError, match=message):
+            check_inputs(parse_params(data))
+    check_inputs(parse_params({"mine": {"enabled": False, "corpora": [corpus]}}))  # mining off: not read

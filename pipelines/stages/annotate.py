@@ -392,7 +392,6 @@ def run_annotate(params: Params, store: NodeStore, progress=None) -> list[dict]:
     _prune(runs, store, params.annotate.prune_stale)
     for folder in sorted({r.folder for r in runs}):
         folder_summary(folder)  # brought up to date once here, so later stages only read it
-    Catalog.write(store, {n: (("ingest" if n == "image" else next(r.name for r in runs if n in r.produces)), f)
-                          for n, f in folders.items() if n != "image"},
+    Catalog.write(store, {node: (run.name, run.folder) for run in runs for node in run.produces},
                   online_nodes(params), params.annotate.plugins)
     return results
