@@ -118,13 +118,29 @@ class Annotator:
         raise NotImplementedError(f"{self.name} has no random-weight build")
 
     def annotate(self, inputs: list[dict[str, np.ndarray]], image_ids: list[str]) -> list[dict[str, NodeOutput]]:
-        """For each image, map every node type in `produces` to its NodeOutput.
+        """For each image, map every node type in `produces_for(self.params)` to its NodeOutput.
 
         `inputs[i][node]` is the decoded H x W x 3 uint8 array of each required node.
         Raise on a per-image problem: the stage retries the batch image by image and
         records the one that fails in the failures table.
         """
         raise NotImplementedError
+
+    @classmethod
+    def produces_for(cls, params: BaseModel) -> tuple[str, ...]:
+        """The node types written with these (validated) params: one row each per image.
+
+        `produces` lists every node type the class can write (the registry's view); an annotator
+        whose params choose fewer (the generative ones' `outputs`) overrides this, and the annotate
+        stage, the params checks and the catalog ask it, never `produces`, for a configured annotator.
+        """
+        return tuple(cls.produces)
+
+    @classmethod
+    def requires_for(cls, params: BaseModel) -> tuple[str, ...]:
+        """The node types read with these (validated) params; `requires` plus what a param asks for
+        (the generative annotators' `use_caption` adds "caption.meta"). Default: `requires`."""
+        return tuple(cls.requires)
 
     @classmethod
     def params_hash(cls, params: BaseModel) -> str:

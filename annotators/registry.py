@@ -56,7 +56,10 @@ def names() -> list[str]:
 
 
 def producers() -> dict[str, list[str]]:
-    """node type -> annotator names that can produce it."""
+    """node type -> annotator names that can produce it, with any params (each class's `produces`).
+
+    What a configured annotator writes is `cls.produces_for(params)`, which may be fewer
+    (pipelines/annotation_plan.py and pipelines/params.py ask that)."""
     out: dict[str, list[str]] = {}
     for name, cls in sorted(_REGISTRY.items()):
         for node in cls.produces:

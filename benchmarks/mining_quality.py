@@ -12,7 +12,12 @@ Figures:
   random pairs share a family) and the mining with the dual filter off (task vectors only).
 
     python benchmarks/mining_quality.py [--per-family 30] [--image-embedder colour_gradient_stats|open_clip]
-        [--models-dir DIR] [--tau-text 0.5] [--tau-visual 0.95] [--top-k 1] [--sweep]
+        [--models-dir DIR] [--tau-text 0.5] [--tau-visual 0.95] [--top-k 1] [--sweep] [--through-cli]
+
+`--through-cli` also writes the pairs as an edit corpus (Parquet, PNG bytes), runs `vicl run` on it
+(ingest with `layout: edit_pairs` -> annotate -> mine -> sample -> export), reads the quadruplets back
+from the exported shards and scores them; the in-process mining is re-run on the same pairs under
+the ids ingest gives them (content ids), so both must give the same precision and recall.
 """
 
 from __future__ import annotations
@@ -121,6 +126,7 @@ def main() -> None:
     ap.add_argument("--nredo", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0, help="crops and edit parameters (defaults were tuned on 0)")
     ap.add_argument("--sweep", action="store_true", help="also print a grid over tau_text x top_k")
+    ap.add_argument("--through-cli", action="store_true", help="also mine the pairs through `vicl run` (see above)")
     args = ap.parse_args()
 
     families = sorted(EDIT_FAMILIES)
@@ -174,6 +180,79 @@ def main() -> None:
                 p, r, _ = score(res, pairs, labels)
                 cells.append(f"{p:.3f}/{r:.3f}")
             print(f"{k:>17d} " + " ".join(f"{c:>12s}" for c in cells))
+
+    if args.through_cli:
+        through_cli(args, src, edited, pairs["instruction"], labels, embed_params, base_params)
+
+
+def through_cli(args, src, edited, texts, labels, embed_params: EmbedParams, params: MineParams) -> None:
+    """The same pairs and params through `vicl run`, quadruplets read back from the shards."""
+    import json
+    import subprocess
+    import sys
+    import tarfile
+    import tempfile
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import yaml
+
+    from pipelines.images import content_id, encode_png
+
+    src_png, edt_png = [encode_png(x) for x in src], [encode_png(x) for x in edited]
+    src_ids, edt_ids = [content_id(b) for b in src_png], [content_id(b) for b in edt_png]
+    pair_ids = [content_id(f"{a}\n{b}\n{t}".encode()) for a, b, t in zip(src_ids, edt_ids, texts)]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        pq.write_table(pa.table({"source": src_png, "edited": edt_png, "instruction": list(texts)}),
+                       root / "corpus.parquet")
+        mine_section = {**params.model_dump(mode="json"), "embed": {**embed_params.model_dump(mode="json"),
+                                                                     "backend": "ray"}}
+        config = {"paths": {"store": str(root / "store"), "out": str(root / "out")},
+                  # PNG and no resize: the store holds exactly the pixels the in-process run embeds
+                  "ingest": {"sources": [{"kind": "parquet", "path": str(root / "corpus.parquet"),
+                                          "layout": "edit_pairs"}], "image_format": "png", "max_side": 0},
+                  "annotate": {"annotators": {}}, "mine": mine_section,
+                  "sample": {"eval_fraction": 0.0, "samples_per_task": 1}, "export": {"cell_size": 64}}
+        (root / "params.yaml").write_text(yaml.safe_dump(config))
+        t0 = time.perf_counter()
+        run = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--params", str(root / "params.yaml")],
+                             capture_output=True, text=True, cwd=root)
+        seconds = time.perf_counter() - t0
+        if run.returncode != 0:
+            raise SystemExit(f"vicl run failed ({run.returncode}):\n{run.stderr[-3000:]}")
+        quads = []
+        for shard in sorted((root / "out").glob("shards/*/*.tar")):
+            with tarfile.open(shard) as tar:
+                for m in tar:
+                    if m.name.endswith(".json"):
+                        record = json.loads(tar.extractfile(m).read())
+                        if record["task"] == "mined_edit":
+                            quads.append(record["scores"]["pair_ids"])
+        stats = json.loads((root / "store" / "mined" / "mined.json").read_text())
+    family = dict(zip(pair_ids, labels))
+    correct = [family[a] == family[b] for a, b in quads]
+    covered = {i for (a, b), c in zip(quads, correct) if c for i in (a, b)}
+    cli = (float(np.mean(correct)) if correct else float("nan"), len(covered) / max(stats["n_pairs_after_dedup"], 1),
+           len(quads))
+    # in-process, under the ids ingest gave the pairs (the stage mines in pair id order)
+    img = make_image_embedder(embed_params)
+    img.load()
+    txt = make_text_embedder(embed_params, img)
+    txt.load()
+    order = np.argsort(pair_ids, kind="stable")
+    pairs = {"pair_id": [pair_ids[k] for k in order], "source_id": [src_ids[k] for k in order],
+             "edited_id": [edt_ids[k] for k in order], "instruction": [texts[k] for k in order]}
+    e_src = np.concatenate([img.embed_images([src[k] for k in order[s:s + 32]]) for s in range(0, len(order), 32)])
+    e_edit = np.concatenate([img.embed_images([edited[k] for k in order[s:s + 32]])
+                             for s in range(0, len(order), 32)])
+    res = mine(pairs, e_src, e_edit, txt.embed_texts(pairs["instruction"]), params)
+    inproc = score(res, pairs, np.asarray([labels[k] for k in order]))
+    print(f"\nthrough the CLI (`vicl run`, {seconds:.0f}s; quadruplets read back from the shards):")
+    print(f"  in-process (content ids) precision {inproc[0]:.3f}  recall {inproc[1]:.3f}  quadruplets {inproc[2]}")
+    print(f"  vicl run                 precision {cli[0]:.3f}  recall {cli[1]:.3f}  quadruplets {cli[2]}")
+    print(f"  equal: {inproc == cli}")
 
 
 if __name__ == "__main__":

@@ -432,6 +432,21 @@ class ImageEmbedActor:
         return {"image_id": np.asarray(ids, dtype=object), "embedding": emb}
 
 
+class CellEmbedActor:
+    """`map_batches` callable over {key, node, image_id} cell references: reads the cells with `reader`
+    (in the worker, so image bytes never pass through the driver) -> {"key", "embedding"}."""
+
+    def __init__(self, embed_params: dict, reader):
+        self.embedder = make_image_embedder(EmbedParams(**embed_params))
+        self.embedder.load()
+        self.reader = reader
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        blobs = self.reader([(str(n), str(i)) for n, i in zip(batch["node"], batch["image_id"])])
+        emb = self.embedder.embed_images([_decode(b) for b in blobs])
+        return {"key": np.asarray(batch["key"], dtype=object), "embedding": emb}
+
+
 class TextEmbedActor:
     """`map_batches` callable: {"text_id", "text"} -> {"text_id", "embedding"}."""
 

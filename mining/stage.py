@@ -27,12 +27,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mining.config import MineParams
-from mining.embed import EmbeddingCache, ImageEmbedActor, TextEmbedActor, explode_pair_batch, \
+from mining.embed import CellEmbedActor, EmbeddingCache, ImageEmbedActor, TextEmbedActor, explode_pair_batch, \
     make_image_embedder, make_text_embedder, text_id
 from mining.kmeans import resolve_backend
 from mining.quadruplets import MineResult, mine
 
 META_COLUMNS = ["pair_id", "source_id", "edited_id", "instruction"]
+# A pair table that holds its images (tests, benchmarks): image ids are the bytes' content ids. The mine
+# stage passes cell references instead (pipelines/stages/mine.py) and a reader of their bytes.
+PAIR_SCHEMA = pa.schema([
+    ("pair_id", pa.string()), ("source_id", pa.string()), ("edited_id", pa.string()),
+    ("source_bytes", pa.binary()), ("edited_bytes", pa.binary()), ("instruction", pa.string()),
+])
 _PUT_EVERY = 1024  # images per cache part on the local path: progress survives an interruption
 
 
@@ -79,10 +85,14 @@ def _collect(ds, id_col: str) -> tuple[list[str], np.ndarray | None]:
     return ids, (np.concatenate(mats) if mats else None)
 
 
-def embed_images(pairs: Any, params: MineParams, cache: EmbeddingCache, wanted: list[str]) -> None:
-    """Embed every image id in `wanted` that the cache lacks."""
+def embed_images(pairs: Any, params: MineParams, cache: EmbeddingCache, wanted: list[str], reader=None) -> None:
+    """Embed every image id in `wanted` that the cache lacks. With `reader` (cell refs -> encoded bytes),
+    `pairs` holds cell references (source/edited node and image columns) instead of bytes."""
     missing = set(cache.missing(wanted))
     if not missing:
+        return
+    if reader is not None:
+        embed_cells(_cells(pairs, missing), params, cache, reader)
         return
     use_ray = _is_ray_dataset(pairs) or params.embed.backend == "ray"
     if use_ray:
@@ -106,6 +116,44 @@ def embed_images(pairs: Any, params: MineParams, cache: EmbeddingCache, wanted: 
         done_ids.extend(ids[s:s + bs])
         done.append(embedder.embed_images([_decode(b) for b in blobs[s:s + bs]]))
         if len(done_ids) >= _PUT_EVERY or s + bs >= len(ids):
+            cache.put(done_ids, np.concatenate(done))
+            done_ids, done = [], []
+
+
+def _cells(pairs: pa.Table, wanted: set[str]) -> list[dict]:
+    """One {key, node, image_id} per wanted embedding key of the pairs' cells, sorted by key."""
+    cells = {}
+    for side in ("source", "edited"):
+        for key, node, image in zip(pairs[f"{side}_id"].to_pylist(), pairs[f"{side}_node"].to_pylist(),
+                                    pairs[f"{side}_image"].to_pylist()):
+            if key in wanted:
+                cells.setdefault(key, {"key": key, "node": node, "image_id": image})
+    return [cells[k] for k in sorted(cells)]
+
+
+def embed_cells(cells: list[dict], params: MineParams, cache: EmbeddingCache, reader) -> None:
+    """Embed store cells: in a Ray actor pool whose workers read their own cells (`embed.backend: ray`;
+    only keys and vectors reach the driver), or here, a batch of cells at a time."""
+    if params.embed.backend == "ray":
+        import ray.data
+
+        ds = ray.data.from_items(cells)
+        ids, mat = _collect(ds.map_batches(CellEmbedActor, **_ray_pool_kwargs(params, reader=reader)), "key")
+        if mat is not None:
+            cache.put(ids, mat)
+        return
+    from mining.embed import _decode
+
+    embedder = make_image_embedder(params.embed)
+    embedder.load()
+    bs = params.embed.batch_size
+    done_ids, done = [], []
+    for s in range(0, len(cells), bs):
+        batch = cells[s:s + bs]
+        blobs = reader([(c["node"], c["image_id"]) for c in batch])
+        done_ids.extend(c["key"] for c in batch)
+        done.append(embedder.embed_images([_decode(b) for b in blobs]))
+        if len(done_ids) >= _PUT_EVERY or s + bs >= len(cells):
             cache.put(done_ids, np.concatenate(done))
             done_ids, done = [], []
 
@@ -140,7 +188,8 @@ def kmeans_backends(params: MineParams) -> dict[str, str]:
     return {"dedup": resolve_backend(params.dedup.kmeans), "tasks": resolve_backend(params.kmeans)}
 
 
-def embed_and_mine(pairs: Any, params: MineParams, cache_dir: str | Path) -> MineResult:
+def embed_and_mine(pairs: Any, params: MineParams, cache_dir: str | Path, reader=None) -> MineResult:
+    """`reader`: cell refs -> encoded bytes, when `pairs` references store cells instead of holding bytes."""
     backends = kmeans_backends(params)  # fail before the embedding work, not after it
     cache_dir = Path(cache_dir)
     meta = _meta_table(pairs)
@@ -151,7 +200,7 @@ def embed_and_mine(pairs: Any, params: MineParams, cache_dir: str | Path) -> Min
     source_ids = meta["source_id"].to_pylist()
     edited_ids = meta["edited_id"].to_pylist()
     instructions = meta["instruction"].to_pylist()
-    embed_images(pairs, params, image_cache, source_ids + edited_ids)
+    embed_images(pairs, params, image_cache, source_ids + edited_ids, reader)
     use_ray = _is_ray_dataset(pairs) or params.embed.backend == "ray"
     embed_texts(instructions, params, text_cache, use_ray)
     result = mine(meta, image_cache.get(source_ids), image_cache.get(edited_ids),

@@ -112,13 +112,14 @@ def plan(params: Params, store: NodeStore) -> list[AnnotatorRun]:
         num_gpus = spec.num_gpus if spec.num_gpus is not None else cls.resources.num_gpus
         runs[name] = AnnotatorRun(
             name=name, params_json=model.model_dump_json(), version=cls.version, code_digest=digest,
-            produces=tuple(cls.produces), requires=tuple(r.removesuffix(".meta") for r in cls.requires),
+            produces=cls.produces_for(model),
+            requires=tuple(r.removesuffix(".meta") for r in cls.requires_for(model)),
             folder=store.annotator_dir(name, key), key=key, spec=spec,
             device=_resolve_device(params.annotate.device, num_gpus), num_gpus=num_gpus,
             num_cpus=spec.num_cpus if spec.num_cpus is not None else cls.resources.num_cpus,
             batch_size=spec.batch_size or cls.resources.batch_size,
             concurrency=spec.concurrency or cls.resources.concurrency, weight_free=not cls.weights)
-        for node in cls.produces:
+        for node in runs[name].produces:
             producer[node] = name
     order, state = [], {}
 
@@ -150,6 +151,6 @@ def online_nodes(params: Params) -> dict[str, tuple[str, str]]:
     for name, spec in sorted(params.annotate.annotators.items()):
         if spec.online:
             cls = annotators.get(name)
-            params_json = cls.Params.model_validate(spec.params).model_dump_json()
-            out.update({node: (name, params_json) for node in cls.produces})
+            model = cls.Params.model_validate(spec.params)
+            out.update({node: (name, model.model_dump_json()) for node in cls.produces_for(model)})
     return out

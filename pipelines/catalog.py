@@ -1,8 +1,8 @@
 """The catalog: where every node type of the store lives, written by `vicl annotate` and read by every later stage.
 
 `catalog.json` maps each materialised node type to its annotator folder (relative to the
-store) and each online node type to its annotator and params; the mine stage's nodes are
-added from `mined/` when it ran. Later stages ask the catalog, never the annotate stage:
+store) and each online node type to its annotator and params; the source images are
+read from `images/`. Later stages ask the catalog, never the annotate stage:
   cat = Catalog.load(store)
   idx = cat.node_index()            compact: sorted live image ids (Arrow) + one bool mask per node type
   cat.read_cells([(node, id), ...])  the encoded cells, row groups read by image id (online nodes rendered)
@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.store import NodeStore, folder_summary, part_name, read_cells, write_json
+from pipelines.subjects import REFERENCE, load_subjects, reference_map, reference_mask  # issue 14
 
-MINED_NODES = ("mined_source", "mined_edit")
 # Node types that judge the source image itself: an image whose row has a quality reason (a flat or
 # near-constant crop) gives no node to any task.
 SOURCE_GATES = ("image_quality",)
@@ -93,10 +93,7 @@ class Catalog:
         self.nodes["image"] = NodeLocation("ingest", store.images_dir)
         self.online = {n: OnlineNode(v["annotator"], v["params_json"]) for n, v in data["online"].items()}
         self.plugins = tuple(data.get("plugins", ()))
-        if any(store.mined_dir.glob("part-*.parquet")):  # the mine stage's pairs, keyed by pair id
-            self.nodes.update({n: NodeLocation("mine", store.mined_dir) for n in MINED_NODES})
         self._index: NodeIndex | None = None
-        self._parts_of: dict[Path, dict[str, str]] = {}
 
     # --- writing (the annotate stage) ---------------------------------------------------------
     @staticmethod
@@ -117,7 +114,7 @@ class Catalog:
 
     # --- reading ------------------------------------------------------------------------------
     def annotator_folders(self) -> list[Path]:
-        return sorted({loc.folder for n, loc in self.nodes.items() if loc.annotator not in ("ingest", "mine")})
+        return sorted({loc.folder for n, loc in self.nodes.items() if loc.annotator != "ingest"})
 
     def node_index(self) -> NodeIndex:
         if self._index is None:
@@ -129,7 +126,7 @@ class Catalog:
             masks = {"image": np.ones(len(ids), bool)}
             usable = np.ones(len(ids), bool)  # False: a source image flagged by its quality gate (flat_image)
             for node, loc in sorted(self.nodes.items()):
-                if loc.annotator in ("ingest", "mine"):
+                if loc.annotator == "ingest":
                     continue
                 s = folder_summary(loc.folder)
                 s = s.filter(pc.and_(pc.equal(s["node_type"], node),
@@ -145,6 +142,10 @@ class Catalog:
                 masks[node] = mask
             for node in self.online:  # rendered at export time from the image itself
                 masks[node] = masks["image"].copy()
+            # --- issue 14: `reference`, a view of a complete subject record whose other view is live
+            if self.references():
+                masks[REFERENCE] = reference_mask(ids, usable, self.references(), NodeIndex(ids, parts, {}).positions)
+            # --- end issue 14
             for node in masks:  # nothing of a flagged source image is used
                 masks[node] &= usable
             self._index = NodeIndex(ids, parts, masks)
@@ -174,24 +175,8 @@ class Catalog:
             mask[pos[keep]] = True
         return mask, (matrix if matrix is not None else np.zeros((len(index), 0), np.float32))
 
-    def mined_ids(self) -> set[str]:
-        """Pair ids that hold both mined nodes (the mine stage's own id space)."""
-        if "mined_edit" not in self.nodes:
-            return set()
-        s = folder_summary(self.store.mined_dir)
-        s = s.filter(pc.is_null(s["error"]))
-        by_node = defaultdict(set)
-        for i, n in zip(s["image_id"].to_pylist(), s["node_type"].to_pylist()):
-            by_node[n].add(i)
-        return by_node["mined_source"] & by_node["mined_edit"]
-
     def part_path(self, node: str, image_id: str) -> Path:
         loc = self.nodes[node]
-        if loc.annotator == "mine":
-            if loc.folder not in self._parts_of:
-                s = folder_summary(loc.folder)
-                self._parts_of[loc.folder] = dict(zip(s["image_id"].to_pylist(), s["part"].to_pylist()))
-            return loc.folder / part_name(self._parts_of[loc.folder][image_id])
         index = self.node_index()
         pos = int(index.positions([image_id])[0])
         if pos < 0:
@@ -204,6 +189,8 @@ class Catalog:
         from pipelines.annotator_runtime import render_online
 
         refs = sorted(set((n, i) for n, i in refs))
+        if any(n == REFERENCE for n, _ in refs):  # issue 14: the other view's image cell
+            return self._read_references(refs)
         wanted: dict[tuple[Path, str], list[str]] = defaultdict(list)
         for node, image_id in refs:
             source = "image" if node in self.online else node
@@ -221,6 +208,23 @@ class Catalog:
                 rows[(node, image_id)] = {"data": data, "format": "png", "meta": meta, "width": image["width"],
                                           "height": image["height"]}
         return {ref: rows[ref] for ref in refs if ref in rows}
+
+    # --- issue 14: subject records (pipelines/subjects.py) -------------------------------------
+    def references(self) -> dict[str, str]:
+        """image id -> the other view of its subject record (every complete record; the sample stage
+        applies `sample.subjects.quality_filter`)."""
+        if getattr(self, "_references", None) is None:
+            self._references = reference_map(load_subjects(self.store))
+        return self._references
+
+    def _read_references(self, refs: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+        other = self.references()
+        aliased = {(n, i): ("image", other[i]) for n, i in refs if n == REFERENCE and i in other}
+        rows = self.read_cells([r for r in refs if r[0] != REFERENCE] + list(aliased.values()))
+        out = {r: rows[r] for r in refs if r[0] != REFERENCE and r in rows}
+        out.update({r: rows[a] for r, a in aliased.items() if a in rows})
+        return {r: out[r] for r in refs if r in out}
+    # --- end issue 14 -------------------------------------------------------------------------
 
     def fingerprint(self) -> str:
         """Digest of what later stages read: the catalog, every node folder's part names, tombstones, mining."""

@@ -95,7 +95,7 @@ EXIT_UNFINISHED = 75  # EX_TEMPFAIL: transient failures left parts for a later r
 def cmd_stage(args) -> int:
     params = load_params(args.params)
     names = STAGES if args.command == "run" else (args.command,)
-    if "ingest" in names or "mine" in names:
+    if "ingest" in names:
         check_inputs(params, args.params)  # inputs exist: one line and exit 2, before Ray starts
     if names[0] != "ingest":
         require_inputs(names[0], _store(params))  # the stages before it ran

@@ -23,6 +23,8 @@ Row (one per source image, the centre of its graph):
   a style output only with its reference, so `image_path` and `style_path` have equal length.
 - `description`: the source's own dict where it gives one (Subjects200K), else
   {"item": "", "description_0": caption text or ""}; `collection`: the source's, else "vicl".
+  A Subjects200K view's row has `condition["reference"]` = the other view of its subject
+  (pipelines/subjects.py) and its own description as `description_0`.
 - `quality_assessment`: the source's scores (image or reference meta); a reference without an
   objectConsistency score gets `export.graph200k_unscored_object_consistency`. A row with a
   reference is checked against `export.graph200k_quality_filter` (default objectConsistency >= 3,
@@ -317,10 +319,14 @@ def passes_filter(quality: dict, minimum: dict) -> bool:
 
 def description(image_meta: dict, caption_meta: dict) -> dict:
     """Subjects200K's description dict ({"item", "description_0", ...}); VisualCloze's content prompt is
-    item + " " + description_0. A source's dict is kept; else the caption fills description_0."""
+    item + " " + description_0, so a subject's second view (role view_1) has its own description_1 moved
+    to description_0 (and description_0 to description_1). A source's dict is kept; else the caption fills
+    description_0."""
     given = image_meta.get("description")
     out = {k: v for k, v in given.items()} if isinstance(given, dict) else {}
     out["item"] = _text(out.get("item"))
+    if image_meta.get("role") == "view_1" and "description_1" in out:  # a subject's second view: its own
+        out["description_0"], out["description_1"] = out["description_1"], out.get("description_0", "")  # first
     if not _text(out.get("description_0")):
         out["description_0"] = _text(given) or _text(caption_meta.get("text"))
     return out
@@ -348,8 +354,10 @@ CellReader = Callable[[list[tuple[str, str]]], dict[tuple[str, str], dict]]
 
 
 def split_digest(parts: dict) -> str:
-    """SHA-256 over the split's inputs (JSON-able) and this module's code."""
+    """SHA-256 over the split's inputs (JSON-able), this module's code and the reference node's
+    (pipelines/subjects.py)."""
     h = hashlib.sha256(Path(__file__).read_bytes())
+    h.update(Path(__file__).with_name("subjects.py").read_bytes())
     h.update(json.dumps(parts, sort_keys=True, default=str).encode())
     return h.hexdigest()
 
@@ -486,6 +494,8 @@ def export_graph200k(params, store, root: Path) -> dict:
     idx = cat.node_index()
     ids = np.asarray(idx.ids.to_pylist(), dtype=object)
     nodes = {n for n, loc in cat.nodes.items() if loc.annotator != "mine"} | set(cat.online)
+    if idx.has("reference").any():  # the other view of a subject record (pipelines/subjects.py)
+        nodes.add("reference")
     present = {node: np.asarray(idx.has(node), dtype=bool) for node in sorted(nodes)}
     splits_path = store.samples_path.parent / "splits.parquet"
     if splits_path.exists():

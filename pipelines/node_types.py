@@ -16,7 +16,9 @@ RESAMPLE_KINDS = ("continuous", "lines", "labels")
 @dataclass(frozen=True)
 class NodeType:
     name: str
-    group: str  # image | condition | degradation | restoration_source | edit | synthetic_edit | style | reference | viral | mined | text
+    # image | condition | degradation | restoration_source | edit | synthetic_edit | style | reference | viral |
+    # mined | text | generative_variant (further generative outputs) | synthetic_pair (VIRAL's generated pairs)
+    group: str
     description: str
     stored_as: str = "png"  # png (lossless map/mask) | photo (codec from params) | json (metadata only)
     # How a map of this type is resized (export cells, annotators/map_resize.py): "lines" keeps
@@ -96,13 +98,32 @@ for _name in [
 ]:
     register_node_type(_name, "degradation", f"Graph200K degradation {_name}")
 
-# Graph200K's edits, styles and reference (made by generative models outside this pipeline;
-# ingested as nodes when a user has them).
+# Graph200K's edits, styles and reference (the edits and styles are made by annotators/generative;
+# a user's own can be ingested as nodes instead).
 register_node_type("FillEdit", "edit", "subject replaced by inpainting, background kept")
 register_node_type("DepthEdit", "edit", "background changed by depth-conditioned regeneration")
 register_node_type("InstantStyle", "style", "stylised image, semantics kept")
 register_node_type("ReduxStyle", "style", "stylised image, semantics changed")
 register_node_type("reference", "reference", "the subject image, for identity preservation")
+
+# Further outputs of the generative annotators (annotators/generative/nodes.py): the store keeps
+# one row per (image, node type), so output k of a node is `<Node>_k` and a style output's
+# reference is `<Node>_ref(_k)`. Only output 0 is in the edit/style group the task families select.
+for _base, _n in (("FillEdit", 5), ("InstantStyle", 3), ("ReduxStyle", 3)):
+    for _i in range(1, _n):
+        register_node_type(f"{_base}_{_i}", "generative_variant",
+                           f"{_base} output {_i} (further generation of the image)")
+for _base in ("InstantStyle", "ReduxStyle"):
+    for _i in range(3):
+        _ref, _of = (f"{_base}_ref", _base) if _i == 0 else (f"{_base}_ref_{_i}", f"{_base}_{_i}")
+        register_node_type(_ref, "generative_variant", f"style reference of {_of}")
+# VIRAL's synthesised stream (annotators/generative/analogous_pairs.py): K generated (A, A') pairs per slot.
+for _i in range(2):
+    _k = "" if _i == 0 else f"_{_i}"
+    register_node_type(f"analogous_source{_k}", "synthetic_pair",
+                       f"generated scene A of analogous pair {_i} (VIRAL's synthesised stream)")
+    register_node_type(f"analogous_edit{_k}", "synthetic_pair",
+                       f"A' of analogous pair {_i}: the instruction applied to A by an editing model")
 
 # VIRAL's standard-task targets and restoration sources.
 for _name, _group, _desc, _kind in [
@@ -138,6 +159,7 @@ _GROUP_AXES = {
     "restoration_source": ("pixel", "regional"), "edit": ("object", "regional"), "style": ("structure", "global"),
     "reference": ("object", "global"), "viral": ("object", "regional"), "synthetic_edit": ("pixel", "global"),
     "mined": ("object", "global"), "text": ("object", "global"),
+    "generative_variant": ("object", "regional"), "synthetic_pair": ("object", "global"),
 }
 
 NODE_AXES: dict[str, tuple[str, str]] = {

@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 import yaml
 from mining.config import MineParams
-from mining.pairs import PairSource
 from training.config import TrainParams
 
 from pipelines.sampling_params import ExportParams, SamplerParams, TaskSpec  # noqa: F401 - re-exported
@@ -38,10 +37,32 @@ class RayParams(Section):
     preserve_order: bool = True  # deterministic ingest parts
 
 
+class RecordColumns(Section):
+    """Where a record-layout source keeps each field: a column (Parquet, HF dataset), a field name
+    or its stem (WebDataset: "source" matches "source.jpg"), a file stem (folder of pair folders)."""
+
+    source: str = "source"  # edit_pairs: the image before the edit
+    edited: str = "edited"  # edit_pairs: the image after it
+    instruction: str = "instruction"  # edit_pairs: the edit's text
+    # a column naming the record (pair id); None: derived from the content, so corpora never collide
+    record_id: str | None = None
+    # --- subjects200k (issue 14): Subjects200K's columns, as its HF release names them ---
+    pair_image: str = "image"  # the two views of one subject side by side (1024 x 512)
+    description: str = "description"  # {item, description_0, description_1, category, ...}
+    quality_assessment: str = "quality_assessment"  # {objectConsistency, imageQuality, compositeStructure}
+    collection: str | None = "collection"  # None: the source has no such column (collection "")
+    # --- end subjects200k ---
+
+
 class SourceParams(Section):
-    kind: Literal["embedded", "folder", "webdataset", "parquet"]
-    path: str | None = None  # folder, tar glob or parquet glob
-    image_column: str = "image"  # parquet: a binary column or an HF Image struct {bytes, path}
+    kind: Literal["embedded", "folder", "webdataset", "parquet", "hf_disk"]
+    path: str | None = None  # folder, tar glob, parquet glob, or a `datasets.save_to_disk` folder
+    # what one input is: `images` one image each; `edit_pairs` a (source, edited, instruction) pair
+    # whose two images become store images and whose pair feeds mining (pipelines/source_layouts.py)
+    layout: str = "images"
+    image_column: str = "image"  # images layout, parquet / hf_disk: a binary column or an HF Image struct
+    columns: RecordColumns = Field(default_factory=RecordColumns)  # record layouts: where each field is
+    split: str | None = None  # hf_disk: the split of a DatasetDict
     image_extensions: list[str] = ["jpg", "jpeg", "png", "webp"]  # webdataset fields tried in order
     # embedded only: how many distinct crops/scales to derive from the skimage photos
     count: int = Field(240, ge=1, le=10000)
@@ -50,8 +71,16 @@ class SourceParams(Section):
 
     @model_validator(mode="after")
     def _needs_path(self):
+        from pipelines.source_layouts import LAYOUTS
+
         if self.kind != "embedded" and not self.path:
             raise ValueError(f"source kind {self.kind!r} needs `path`")
+        if self.path and (self.path.startswith(("pipe:", "http:", "https:")) or "://" in self.path):
+            raise ValueError(f"{self.path!r}: only local files and folders are sources")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {self.layout!r} (known: {', '.join(sorted(LAYOUTS))})")
+        if self.layout != "images" and self.kind == "embedded":
+            raise ValueError(f"layout {self.layout!r} needs a folder, webdataset, parquet or hf_disk source")
         return self
 
 
@@ -106,7 +135,15 @@ class MineSection(MineParams):
     enabled: bool = True
     # node types whose (image -> node) pairs carry an instruction in their meta; "auto": every synthetic edit
     from_store: Literal["auto"] | list[str] = "auto"
-    corpora: list[PairSource] = Field(default_factory=list)  # (source, edited, instruction) corpora
+
+    @model_validator(mode="before")
+    @classmethod
+    def _corpora_moved(cls, data):
+        if isinstance(data, dict) and "corpora" in data:
+            raise ValueError("mine.corpora moved: list each edit corpus under ingest.sources with "
+                             "`layout: edit_pairs` (and `columns:` for its field names), so its pairs are "
+                             "ingested, validated and split like every image (README: mine your own edit corpus)")
+        return data
 
 
 class Params(Section):
@@ -161,7 +198,7 @@ def validate_params(params: Params, source: str = "params") -> None:
 
     registry.load_plugins(params.annotate.plugins)
     produced: dict[str, str] = {"image": "ingest"}
-    classes = {}
+    classes, models = {}, {}
     for name, spec in params.annotate.annotators.items():
         key = f"annotate.annotators.{name}"
         try:
@@ -169,17 +206,17 @@ def validate_params(params: Params, source: str = "params") -> None:
         except KeyError as e:
             raise ParamsError(f"{source}: {key}: {e.args[0]}") from None
         try:
-            cls.Params.model_validate(spec.params)
+            model = models[name] = cls.Params.model_validate(spec.params)
         except ValidationError as e:
             raise ParamsError(_format_errors(e, f"{source}: {key}.params")) from None
-        if spec.online and tuple(cls.requires) != ("image",):
+        if spec.online and cls.requires_for(model) != ("image",):
             raise ParamsError(f"{source}: {key}.online: only annotators that require just 'image' can run online")
-        for node in cls.produces:
+        for node in cls.produces_for(model):  # what these params write (fewer generative outputs: fewer nodes)
             if node in produced:
                 raise ParamsError(f"{source}: {key}: node type {node!r} is already produced by {produced[node]!r}")
             produced[node] = name
     for name, cls in classes.items():  # after all producers are known: params order does not matter
-        for node in (r.removesuffix(".meta") for r in cls.requires):
+        for node in (r.removesuffix(".meta") for r in cls.requires_for(models[name])):
             if node not in produced:
                 raise ParamsError(f"{source}: annotate.annotators.{name}: requires node type {node!r} which no "
                                   f"configured annotator produces")
@@ -194,7 +231,7 @@ def validate_params(params: Params, source: str = "params") -> None:
 
 
 def check_inputs(params: Params, source: str = "params") -> None:
-    """Every configured input (ingest sources, mining corpora) exists and is not empty: a missing folder
+    """Every configured input (ingest sources, edit corpora among them) exists and is not empty: a missing folder
     fails here, in one line, not after Ray started."""
     from pipelines.sources import check_source
 
@@ -202,16 +239,6 @@ def check_inputs(params: Params, source: str = "params") -> None:
         problem = check_source(src)
         if problem:
             raise ParamsError(f"{source}: ingest.sources.{i}.path: {src.path!r}: {problem}")
-    if params.mine.enabled:
-        import glob
-        import os
-
-        for i, corpus in enumerate(params.mine.corpora):
-            if corpus.path.startswith(("pipe:", "http:", "https:")) or "://" in corpus.path:
-                raise ParamsError(f"{source}: mine.corpora.{i}.path: {corpus.path!r}: only local files and folders")
-            if not glob.glob(os.path.expanduser(corpus.path)):
-                raise ParamsError(f"{source}: mine.corpora.{i}.path: {corpus.path!r}: matches nothing "
-                                  f"(relative paths resolve against {os.getcwd()})")
 
 
 def produced_nodes(params: Params) -> dict[str, str]:
@@ -219,7 +246,8 @@ def produced_nodes(params: Params) -> dict[str, str]:
     import annotators
 
     out = {"image": "ingest"}
-    for name in params.annotate.annotators:
-        for node in annotators.get(name).produces:
+    for name, spec in params.annotate.annotators.items():
+        cls = annotators.get(name)
+        for node in cls.produces_for(cls.Params.model_validate(spec.params)):
             out[node] = name
     return out

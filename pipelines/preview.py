@@ -3,6 +3,8 @@
 Reads the grid shard set itself (what a trainer reads), so the preview shows the written
 bytes, not a re-rendering. Output: `<out>/preview/index.html` and `<out>/preview/img/<key>.png`
 (the grid with a red frame around the target cell). Self-contained: no scripts, no network.
+Personalization episodes (`<out>/episodes/`, pipelines/episode_shards.py) get a section per split:
+each concept's references under its label, the query, the question and the answer.
 
 Shards are data, so nothing from them is trusted: a sample key becomes a file name only when
 it is a plain WebDataset key (letters, digits, `_` and `-`: vicl writes `train_000000042`)
@@ -88,7 +90,8 @@ def pick_samples(out: Path, per_task: int,
     """
     skipped = [] if skipped is None else skipped
     chosen: dict[str, list] = defaultdict(list)
-    splits = sorted((p for p in (out / "shards").iterdir() if p.is_dir()), key=lambda p: (p.name != "train", p.name))
+    splits = sorted((p for p in (out / "shards").glob("*") if p.is_dir()),  # glob: no shards (episodes only)
+                    key=lambda p: (p.name != "train", p.name))
     for split in splits:
         for key, fields in iter_shard_samples(sorted(split.glob("*.tar")), skipped):
             try:
@@ -146,6 +149,7 @@ def write_preview(out: str | Path, per_task: int = 2) -> Path:
                         f"columns {_e(' | '.join(map(str, columns)) if isinstance(columns, list) else columns)}, "
                         f"axes {_e(axes.get('semantic', ''))} / {_e(axes.get('locality', ''))}"
                         f"</p>{''.join(figures)}</section>")
+    episodes = episode_sections(out, img_dir, per_task, skipped, written)  # issue 14: personalization episodes
     for key, reason in skipped:
         log.warning("preview: skipped %r: %s", key, reason)
     warning_rows = "".join(f"<tr><td>{_e(key)}</td><td>{_e(reason)}</td></tr>" for key, reason in skipped)
@@ -157,9 +161,57 @@ def write_preview(out: str | Path, per_task: int = 2) -> Path:
             "margin:.5em;max-width:420px}img{max-width:400px;border:1px solid #ccc}"
             "figcaption{font-size:12px}.skipped td{font-family:monospace}</style></head><body>"
             f"<h1>vicl preview: {len(sections)} tasks, {per_task} samples each</h1>{warnings_table}"
-            f"{''.join(sections)}</body></html>")
+            f"{''.join(sections)}{''.join(episodes)}</body></html>")
     write_bytes(page.encode(), root / "index.html")
     return root / "index.html"
+
+
+# --- issue 14: personalization episodes (pipelines/episode_shards.py) ------------------------------
+_IMAGE_FIELD = re.compile(r"(c[0-9]{1,3}_r[0-9]{1,3}|query_[0-9]{1,3})\.(jpg|png|webp)")
+
+
+def episode_sections(out: Path, img_dir: Path, n: int, skipped: list, written: set) -> list[str]:
+    """One section per split with up to n episodes: each concept's references under its label and
+    name, the query, and the question and answer; the images as stored in the shards."""
+    sections = []
+    for split_dir in sorted((p for p in (out / "episodes").glob("*") if p.is_dir()),
+                            key=lambda p: (p.name != "train", p.name)):
+        figures = []
+        for key, fields in iter_shard_samples(sorted(split_dir.glob("*.tar")), skipped):
+            if len(figures) >= n:
+                break
+            problem = key_problem(key, img_dir) or ("repeated sample key" if key in written else None)
+            try:
+                record = json.loads(fields["json"]) if problem is None else None
+            except (KeyError, ValueError) as e:
+                problem = f"no readable episode record ({type(e).__name__})"
+            if problem is None:
+                try:
+                    figures.append(_episode_figure(key, record, fields, img_dir))
+                    written.add(key)
+                    continue
+                except (KeyError, TypeError, ValueError, OSError) as e:
+                    problem = f"cannot render the episode ({type(e).__name__})"
+            skipped.append((key, problem))
+        if figures:
+            sections.append(f"<section><h2>episodes: {_e(split_dir.name)}</h2>{''.join(figures)}</section>")
+    return sections
+
+
+def _episode_figure(key: str, record: dict, fields: dict, img_dir: Path) -> str:
+    def image(field: str) -> str:
+        if not _IMAGE_FIELD.fullmatch(field) or field not in fields:
+            raise ValueError(f"no image field {field!r}")
+        write_bytes(fields[field], img_dir / f"{key}_{field}")
+        return f'<img src="img/{_e(key)}_{_e(field)}" alt="{_e(field)}" style="max-width:120px">'
+
+    concepts = "".join(f"<div style='display:inline-block;margin:0 .5em'>{''.join(image(f) for f in c['images'])}"
+                       f"<br>{_e(c['label'])} {_e(c.get('name', ''))}</div>" for c in record["concepts"])
+    query = "".join(image(f) for f in record["query"]["images"])
+    return (f"<figure style='max-width:none'><div>{concepts}<div style='display:inline-block;margin-left:1em'>"
+            f"{query}<br>query</div></div><figcaption><b>{_e(key)}</b> K={_e(record['k'])}, M={_e(record['m'])}"
+            f"<br>Q: {_e(record['question'])}<br>A: {_e(record['answer'])}</figcaption></figure>")
+# --- end issue 14 ---------------------------------------------------------------------------------
 
 
 def cmd_preview(params, n: int | None = None) -> int:

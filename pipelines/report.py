@@ -17,6 +17,8 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.node_types import LOCALITY_LEVELS, SEMANTIC_LEVELS
@@ -226,31 +228,47 @@ def quality_gallery(rows: list[dict], store_root: Path, root: Path,
     return gallery
 
 
-def task_losses(tasks, usable: dict[str, set[str]], held_back: dict[str, set[str]],
-                online: set[str] = frozenset()) -> dict[str, dict]:
+def task_losses(tasks, usable, held_back: dict[str, list[str]], online: set[str] = frozenset()) -> dict[str, dict]:
     """Per task: images holding every node of its path before the gates (usable or held back) and
-    after them (usable only), and the share lost. Online nodes exist wherever the image does."""
-    def ids_of(node: str, with_held: bool) -> set[str]:
-        if node in online:
-            node = "image"
-        ids = set(usable.get(node, ()))
-        return ids | held_back.get(node, set()) if with_held else ids
+    after them (usable only), and the share lost. Online nodes exist wherever the image does.
+    `usable`: the catalog's NodeIndex (bool masks, no per-id objects), or {node: ids} (small cases)."""
+    from pipelines.catalog import NodeIndex
+
+    if not isinstance(usable, NodeIndex):
+        ids = sorted(set().union(*usable.values()) if usable else ())
+        pos = {i: k for k, i in enumerate(ids)}
+        masks = {}
+        for node, members in usable.items():
+            masks[node] = np.zeros(len(ids), bool)
+            masks[node][[pos[i] for i in members]] = True
+        usable = NodeIndex(pa.array(ids, pa.string()), pa.array([""] * len(ids), pa.string()), masks)
+    held_masks = {}
+    for node, members in held_back.items():
+        pos = usable.positions(sorted(members))
+        held_masks[node] = np.zeros(len(usable), bool)
+        held_masks[node][pos[pos >= 0]] = True
+
+    def mask_of(node: str, with_held: bool) -> np.ndarray:
+        node = "image" if node in online else node
+        mask = usable.has(node)
+        return mask | held_masks.get(node, np.zeros(len(usable), bool)) if with_held else mask
 
     out = {}
     for task in sorted(tasks, key=lambda t: t.name):
-        before = set.intersection(*(ids_of(n, True) for n in task.path)) if task.path else set()
-        after = set.intersection(*(ids_of(n, False) for n in task.path)) if task.path else set()
-        out[task.name] = {"candidates_before": len(before), "candidates_after": len(after),
-                          "lost_share": round(1 - len(after) / len(before), 4) if before else None}
+        before = np.logical_and.reduce([mask_of(n, True) for n in task.path]) if task.path else np.zeros(0, bool)
+        after = np.logical_and.reduce([mask_of(n, False) for n in task.path]) if task.path else np.zeros(0, bool)
+        b, a = int(before.sum()), int(after.sum())
+        out[task.name] = {"candidates_before": b, "candidates_after": a,
+                          "lost_share": round(1 - a / b, 4) if b else None}
     return out
 
 
-def quality_section(rows: list[dict], store_root: Path, root: Path, tasks, usable: dict[str, set[str]],
+def quality_section(rows: list[dict], store_root: Path, root: Path, tasks, usable,
                     online: set[str] = frozenset()) -> dict:
     """The report's quality section: counts, gallery (thumbnails written under root), task losses."""
-    held: dict[str, set[str]] = defaultdict(set)
+    held: dict[str, list[str]] = defaultdict(list)
     for r in rows:
-        held[r["node_type"]].add(r["image_id"])
+        held[r["node_type"]].append(r["image_id"])
     return {"held_back": len(rows), "per_annotator_reason": quality_counts(rows),
             "per_reason": dict(sorted(Counter(r["reason"] for r in rows).items())),
             "gallery": quality_gallery(rows, store_root, root),
@@ -265,9 +283,9 @@ def collect_quality(params, store: NodeStore, root: Path) -> dict:
 
     rows = read_quality(Path(params.paths.out))
     cat = Catalog.load(store)
-    usable = cat.node_index().as_sets()
+    usable = cat.node_index()
     online = set(cat.online)
-    present = sorted(set(usable) | {r["node_type"] for r in rows} | online)
+    present = sorted(set(usable.nodes()) | {r["node_type"] for r in rows} | online)
     return quality_section(rows, store.root, root, configured_tasks(params, nodes=present), usable, online)
 
 

@@ -19,6 +19,7 @@ mining stage become the task `mined_edit` (`mined_samples`).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 
 import numpy as np
@@ -108,9 +109,10 @@ def _pick_contexts(query: int, pool: np.ndarray, k: int, rng: np.random.Generato
         if len(picked) < k and int(group[i]) not in used:
             picked.append(i)
             used.add(int(group[i]))
-    for i in candidates.tolist():  # small pools: fill with any distinct image
-        if len(picked) < k and i not in picked:
-            picked.append(i)
+    query_group = int(group[query])
+    for i in candidates.tolist():  # small pools: fill with any distinct image outside the query's group
+        if len(picked) < k and i not in picked and int(group[i]) != query_group:  # (a near-duplicate or the
+            picked.append(i)  # other view of the query's subject would show the answer)
     return picked
 
 
@@ -251,31 +253,28 @@ def split_of(image_id: str, eval_fraction: float, seed: int) -> str:
 
 
 def mined_samples(rows: list[dict], split_of_map: dict[str, str], params) -> list[dict]:
-    """Quadruplets of the mining stage as samples of the task `mined_edit`.
+    """Quadruplets of the mining stage as samples of the task `mined_edit`: VisRel's 2 x 2 grid.
 
-    `rows`: mining's quadruplet table rows (pair_id_a, pair_id_b, source_id_a, source_id_b,
-    instruction_a, instruction_b: mining.quadruplets.QUADRUPLET_SCHEMA). The store holds each pair as
-    nodes `mined_source` (A) / `mined_edit` (A') under its pair id. Row 0 is the exemplar pair
-    B -> B', row 1 the query A -> A'; the target is A'. Both source images must be in one
-    split (`split_of_map`, near-duplicate grouped; ids outside it: per-id hash), else the
-    quadruplet is skipped. Per split, a seeded draw (table order kept) of at most
-    `mined_max_samples` quadruplets, by default as many as any other task gets: task
-    diversity over volume (VisRel).
+    `rows`: the mine stage's quadruplet rows (pair ids, instructions, scores, and the cells of both
+    pairs: `source_node_a`, `source_image_a`, `edited_node_a`, `edited_image_a`, the same for b).
+    Row 0 is the exemplar pair B -> B', row 1 the query A -> A'; the target is A'. Both source
+    images must be in one split (`split_of_map`; ids outside it: per-id hash), else the
+    quadruplet is skipped. Per split, every quadruplet, or a seeded draw (table order kept) of
+    `mined_max_samples`; mining keeps a bounded number of neighbours per pair, so a corpus of N
+    pairs gives samples in proportion to N. Each sample keeps the quadruplet's scores.
     """
     per_split: dict[str, list[dict]] = defaultdict(list)
     task = mined_task()
     columns = list(task.path)
     for r in rows:
-        sources = [r["source_id_b"], r["source_id_a"]]
+        sources = [r["source_image_b"], r["source_image_a"]]
         splits = {split_of_map.get(i) or split_of(i, params.eval_fraction, params.seed) for i in sources}
         if len(splits) == 1 and not (params.eval_fraction == 0 and splits != {"train"}):
             per_split[splits.pop()].append({**r, "_sources": sources})
-    default_cap = {"train": params.samples_per_task,
-                   "eval": max(1, round(params.samples_per_task * params.eval_fraction))}
     out = []
     for split in sorted(per_split, key=lambda name: SPLITS.index(name) if name in SPLITS else len(SPLITS)):
         candidates = per_split[split]
-        cap = params.mined_max_samples or default_cap.get(split, params.samples_per_task)
+        cap = params.mined_max_samples or len(candidates)
         rng = task_rng(params.seed, split, task.name)
         if len(candidates) > cap:
             candidates = [candidates[i] for i in sorted(rng.choice(len(candidates), size=cap, replace=False))]
@@ -285,10 +284,14 @@ def mined_samples(rows: list[dict], split_of_map: dict[str, str], params) -> lis
             instruction = build_instruction(2, columns, rng, task_keep=ip.task_keep, content_keep=0.0,
                                             drop_all=ip.drop_all, phrases_file=ip.phrases_file,
                                             task_text=f"Each row applies the same edit: {text}" if text else "")
-            ids = [r["pair_id_b"], r["pair_id_a"]]
+            scores = {"pair_ids": [r["pair_id_b"], r["pair_id_a"]],
+                      "instructions": [r["instruction_b"], r["instruction_a"]], "cluster": int(r["cluster"]),
+                      **{k: round(float(r[k]), 6) for k in ("cos_delta", "cos_visual", "cos_text")}}
             out.append({"split": split, "task": task.name, "family": task.family, "meta_task": task.meta_task,
                         "semantic": task.semantic, "locality": task.locality, "columns": columns,
-                        "permutation": [0], "image_ids": ids, "source_ids": r["_sources"],
-                        "cell_nodes": columns * 2, "cell_ids": [i for i in ids for _ in columns],
-                        "target_row": 1, "target_col": 1, "instruction": instruction, "context_mode": "mined"})
+                        "permutation": [0], "image_ids": r["_sources"], "source_ids": r["_sources"],
+                        "cell_nodes": [r[f"{role}_node_{side}"] for side in "ba" for role in ("source", "edited")],
+                        "cell_ids": [r[f"{role}_image_{side}"] for side in "ba" for role in ("source", "edited")],
+                        "target_row": 1, "target_col": 1, "instruction": instruction, "context_mode": "mined",
+                        "scores": json.dumps(scores, sort_keys=True)})
     return out

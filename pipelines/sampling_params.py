@@ -31,6 +31,32 @@ class InstructionParams(_Section):
     phrases_file: str | None = None  # extra phrase bank YAML (same form as pipelines/instruction_phrases.yaml)
 
 
+# --- issue 14: subject records and personalization episodes -------------------------------------
+class SubjectParams(_Section):
+    # minimum quality_assessment scores of a subject record (Subjects200K) for it to give the `reference`
+    # node and episode concepts; a score the source does not give fails (Graph200K: objectConsistency >= 3)
+    quality_filter: dict[str, float] = Field(default_factory=lambda: {"objectConsistency": 3.0})
+
+
+class EpisodeParams(_Section):
+    """ICPT-style personalization episodes (pipelines/episodes.py): K concepts (subjects), M reference
+    images of each, one query image showing one of them; drawn per split from that split's subjects."""
+
+    enabled: bool = False
+    k: int = Field(2, ge=1)  # concepts per episode
+    m: int = Field(1, ge=1)  # reference images per concept (a Subjects200K subject has 2 views: m = 1)
+    count: dict[str, int] = Field(default_factory=lambda: {"train": 20, "eval": 4})  # episodes per split
+    seed: int = 0
+
+    @field_validator("count")
+    @classmethod
+    def _splits(cls, v: dict[str, int]) -> dict[str, int]:
+        if set(v) - {"train", "eval"} or any(n < 0 for n in v.values()):
+            raise ValueError("count maps train / eval to episode counts >= 0")
+        return v
+# --- end issue 14 ---------------------------------------------------------------------------------
+
+
 class SamplerParams(_Section):
     seed: int = 0
     # "auto": every task the families enumerate over the present node types; or an explicit list
@@ -57,8 +83,11 @@ class SamplerParams(_Section):
     heldout_tasks: list[str] = Field(default_factory=list)  # unseen-task eval: split "eval_unseen"
     heldout_families: list[str] = Field(default_factory=list)
     mined_quadruplets: str | None = None  # parquet table of the mining stage -> task "mined_edit"
-    mined_max_samples: int | None = Field(None, ge=1)  # per split; None: as many as any other task
+    # per split; None: every mined quadruplet (mining keeps `neighbours.top_k` per pair: samples grow with N)
+    mined_max_samples: int | None = Field(None, ge=1)
     instructions: InstructionParams = Field(default_factory=InstructionParams)
+    subjects: SubjectParams = Field(default_factory=SubjectParams)  # issue 14: subject records' filter
+    episodes: EpisodeParams = Field(default_factory=EpisodeParams)  # issue 14: personalization episodes
 
     @field_validator("rows")
     @classmethod

@@ -65,6 +65,7 @@ def build_record(sample: dict, hw: tuple[int, int]) -> dict:
         "permutation": list(sample.get("permutation") or range(cols - 1)),
         "context_mode": sample.get("context_mode") or "random",
         "source_ids": list(sample.get("source_ids") or ids),
+        **({"scores": json.loads(sample["scores"])} if sample.get("scores") else {}),
     }
 
 

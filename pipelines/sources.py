@@ -5,6 +5,9 @@ An entry names one input inside its source:
   folder     the file's absolute path
   webdataset <tar path>#<member name>[@<n> for the n-th later member of the same name]
   parquet    <parquet path>#<row index>
+  hf_disk    <dataset folder>#<row index>            (a `datasets.save_to_disk` folder)
+  record layouts (pipelines/source_layouts.py): one entry per record, a folder's
+             <pair folder>, a tar's <tar path>#<sample key>, a table's row as above
 with the container it is read from and the container's stamp (size and mtime): listing a
 folder of 10^6 files stats them and reads none, and a container whose stamp is unchanged is
 not even re-listed (its previous entries are reused). An input that cannot be taken (a link,
@@ -143,14 +146,35 @@ def check_source(source: SourceParams) -> str | None:
     if source.kind == "folder":
         if not os.path.isdir(matches[0]):
             return "not a folder"
-        for _, _, files in os.walk(matches[0]):
+        if source.layout != "images" and not any(
+                os.path.isdir(os.path.join(matches[0], d)) and not d.startswith(".") for d in os.listdir(matches[0])):
+            return f"layout {source.layout}: the folder holds no record folders (one sub-folder per record)"
+        for _, dirs, files in os.walk(matches[0]):
             if any(not f.startswith(".") for f in files):
                 return None
         return "the folder holds no files"
+    if source.kind == "hf_disk":
+        try:
+            ds = _open_hf_disk(source)
+        except Exception as e:  # noqa: BLE001 - reported in one line
+            return f"not a `datasets.save_to_disk` folder ({type(e).__name__}: {e})"
+        missing = [c for c in _table_fields(source) if c not in ds.column_names]
+        return f"no column {', '.join(map(repr, missing))} (has {', '.join(ds.column_names)})" if missing else None
     try:
-        _container_files(source)
+        files = _container_files(source)
     except IsADirectoryError as e:
         return str(e).split(": ", 1)[1]
+    if source.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        for path in files[:1]:  # the mapping is checked on the first file; the others at ingest, per file
+            try:
+                names = pq.read_schema(path).names
+            except Exception:  # noqa: BLE001 - a corrupt file is a failure row at ingest, not a params error
+                return None
+            missing = [c for c in _table_fields(source) if c not in names]
+            if missing:
+                return f"{path}: no column {', '.join(map(repr, missing))} (has {', '.join(names)})"
     return None
 
 
@@ -161,7 +185,9 @@ def list_entries(source: SourceParams, previous: dict[str, list[Entry]] | None =
     if source.kind == "embedded":
         return [Entry(ref) for ref in embedded_refs(source.count, source.size)]
     if source.kind == "folder":
-        return _folder_entries(source)
+        return _record_folder_entries(source) if source.layout != "images" else _folder_entries(source)
+    if source.kind == "hf_disk":
+        return _hf_disk_entries(source, previous)
     out = []
     for path in _container_files(source):
         stamp = _stamp(os.stat(path))
@@ -169,12 +195,31 @@ def list_entries(source: SourceParams, previous: dict[str, list[Entry]] | None =
         if old and old[0].stamp == stamp:
             out.extend(old)
         elif source.kind == "webdataset":
-            out.extend(_tar_entries(path, stamp, {e.lower() for e in source.image_extensions}))
+            exts = {e.lower() for e in source.image_extensions}
+            out.extend(_tar_record_entries(path, stamp) if source.layout != "images" else
+                       _tar_entries(path, stamp, exts))
         elif source.kind == "parquet":
-            out.extend(_parquet_entries(path, stamp, source.image_column))
+            out.extend(_parquet_entries(path, stamp, _table_fields(source)))
         else:
             raise ValueError(source.kind)
     return out
+
+
+def _table_fields(source: SourceParams) -> list[str]:
+    """The columns a table source must have (the image column, or every field its layout needs)."""
+    from pipelines.source_layouts import layout_of
+
+    layout = layout_of(source.layout)
+    return [source.image_column] if layout is None else layout.fields(source.columns)
+
+
+def _read_fields(source: SourceParams, available) -> list[str]:
+    """The columns to read: the needed ones and the layout's optional ones the source has."""
+    from pipelines.source_layouts import layout_of
+
+    layout = layout_of(source.layout)
+    optional = [] if layout is None else [c for c in layout.optional(source.columns) if c in available]
+    return _table_fields(source) + [c for c in optional if c not in _table_fields(source)]
 
 
 def list_refs(source: SourceParams) -> list[str]:
@@ -253,43 +298,195 @@ def _tar_entries(path: str, stamp: str, exts: set[str]) -> list[Entry]:
     return out
 
 
-def _parquet_entries(path: str, stamp: str, column: str) -> list[Entry]:
+def _parquet_entries(path: str, stamp: str, columns: list[str]) -> list[Entry]:
     import pyarrow.parquet as pq
 
     try:
         meta = pq.ParquetFile(path)
     except Exception as e:  # noqa: BLE001 - any unreadable file is this container's failure
         return [Entry(f"{path}#", path, stamp, f"corrupt_container: {type(e).__name__}")]
-    if column not in meta.schema_arrow.names:
-        return [Entry(f"{path}#", path, stamp, f"missing_column: no column {column!r} "
+    missing = [c for c in columns if c not in meta.schema_arrow.names]
+    if missing:
+        return [Entry(f"{path}#", path, stamp, f"missing_column: no column {', '.join(map(repr, missing))} "
                                                f"(has {', '.join(meta.schema_arrow.names)})")]
     return [Entry(f"{path}#{i}", path, stamp) for i in range(meta.metadata.num_rows)]
 
 
-def load_chunk(source: SourceParams, entries: list[Entry]) -> Iterator[tuple[str, bytes | Exception]]:
-    """(ref, bytes) for each entry, in order; an unreadable or rejected one yields an exception instead."""
+def _tree_stamp(root: str) -> str:
+    """One stamp for a folder's files (names, sizes, mtimes): a record folder or a saved dataset."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            st = os.stat(os.path.join(dirpath, name))
+            digest.update(f"{os.path.relpath(os.path.join(dirpath, name), root)}\t{_stamp(st)}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def _open_hf_disk(source: SourceParams):
+    import datasets
+
+    ds = datasets.load_from_disk(_expand(source.path)[0])
+    if isinstance(ds, datasets.DatasetDict):
+        if source.split is None:
+            raise ValueError(f"{source.path} holds splits {sorted(ds)}: set the source's `split`")
+        ds = ds[source.split]
+    return ds
+
+
+def _hf_disk_entries(source: SourceParams, previous: dict[str, list[Entry]]) -> list[Entry]:
+    root = _expand(source.path)[0]
+    stamp = _tree_stamp(root)
+    old = previous.get(root)
+    if old and old[0].stamp == stamp:
+        return old
+    try:
+        ds = _open_hf_disk(source)
+    except ValueError:
+        raise
+    except Exception as e:  # noqa: BLE001 - an unreadable dataset folder is this container's failure
+        return [Entry(f"{root}#", root, stamp, f"corrupt_container: {type(e).__name__}: {e}")]
+    missing = [c for c in _table_fields(source) if c not in ds.column_names]
+    if missing:
+        return [Entry(f"{root}#", root, stamp, f"missing_column: no column {', '.join(map(repr, missing))} "
+                                               f"(has {', '.join(ds.column_names)})")]
+    return [Entry(f"{root}#{i}", root, stamp) for i in range(len(ds))]
+
+
+def _record_folder_entries(source: SourceParams) -> list[Entry]:
+    """One entry per sub-folder that holds files (a pair folder); stamped by its files."""
+    root = _expand(source.path)[0]
+    if not os.path.isdir(root):
+        raise NotADirectoryError(f"ingest folder source {source.path!r} is not a directory")
+    out = []
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
+        if name.startswith(".") or not os.path.isdir(path):
+            continue
+        if os.path.islink(path) and not source.follow_links:
+            out.append(Entry(path, path, "", "link: symbolic link not followed (ingest source follow_links: "
+                                             "true takes it)"))
+            continue
+        out.append(Entry(path, path, _tree_stamp(path)))
+    return out
+
+
+def _tar_record_entries(path: str, stamp: str) -> list[Entry]:
+    """One entry per sample key of a tar (its members are the record's fields)."""
+    keys, problems = [], []
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for member in tar:
+                if member.isdir():
+                    continue
+                problem = _member_problem(member)
+                key = _sample_key(member.name)
+                if problem:
+                    problems.append(Entry(f"{path}#{member.name}", path, stamp, problem))
+                elif key not in keys:
+                    keys.append(key)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        problems.append(Entry(f"{path}#", path, stamp, f"corrupt_container: {type(e).__name__}"))
+    return [Entry(f"{path}#{k}", path, stamp) for k in keys] + problems
+
+
+def _sample_key(name: str) -> str:
+    base = posixpath.basename(name)
+    return posixpath.join(posixpath.dirname(name), base.split(".", 1)[0])
+
+
+def load_chunk(source: SourceParams, entries: list[Entry]) -> Iterator[tuple[str, bytes | dict | Exception]]:
+    """(ref, bytes) for each entry, in order; an unreadable or rejected one yields an exception instead.
+    Record layouts yield (ref, {field: value}) (pipelines/source_layouts.py reads the values)."""
     from pipelines.images import ImageRejected
 
-    data: dict[str, bytes | Exception] = {}
+    data: dict[str, bytes | dict | Exception] = {}
     by_container: dict[str, set[str]] = {}
     for e in entries:
         if e.reject is not None:
             reason, _, detail = e.reject.partition(": ")
             data[e.ref] = ImageRejected(reason, detail)
-        elif source.kind in ("webdataset", "parquet"):
+        elif source.kind in ("webdataset", "parquet", "hf_disk"):
             by_container.setdefault(e.container, set()).add(e.ref)
+    records = source.layout != "images"
+    loaders = {"webdataset": _load_tar_records if records else _load_tar, "parquet": _load_parquet_rows,
+               "hf_disk": _load_hf_rows}
     for container, refs in sorted(by_container.items()):
-        loader = _load_tar if source.kind == "webdataset" else _load_parquet_rows
-        data.update(loader(container, refs, source))
+        data.update(loaders[source.kind](container, refs, source))
     for e in entries:
         if e.ref in data:
             yield e.ref, data[e.ref]
         elif source.kind == "embedded":
             yield e.ref, render_embedded(e.ref)
         elif source.kind == "folder":
-            yield e.ref, _read_file(e.ref, source.follow_links)
+            yield e.ref, _read_record_folder(e.ref, source) if records else _read_file(e.ref, source.follow_links)
         else:
             yield e.ref, ImageRejected("unreadable", "input no longer in its container")
+
+
+def _read_record_folder(path: str, source: SourceParams) -> dict | Exception:
+    """A pair folder's files by name: {file name: bytes}; a field is matched by its name or stem."""
+    try:
+        files = sorted(os.listdir(path))
+    except OSError as e:
+        return OSError(e.strerror or type(e).__name__)
+    out = {}
+    for name in files:
+        full = os.path.join(path, name)
+        if not name.startswith(".") and os.path.isfile(full):
+            out[name] = _read_file(full, source.follow_links)
+    return _by_field(out, source)
+
+
+def _by_field(named: dict, source: SourceParams) -> dict:
+    """{field: value} for the layout's fields from {member or file name: value} (name or stem match)."""
+    from pipelines.source_layouts import layout_of
+
+    out = {}
+    for f in layout_of(source.layout).fields(source.columns):
+        if f in named:
+            out[f] = named[f]
+            continue
+        for name in sorted(named):
+            if name.split(".", 1)[0] == f:
+                out[f] = named[name]
+                break
+    return out
+
+
+def _load_tar_records(path: str, refs: set[str], source: SourceParams) -> dict[str, dict | Exception]:
+    by_key: dict[str, dict] = {}
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for member in tar:
+                if not member.isfile() or _member_problem(member):
+                    continue
+                ref = f"{path}#{_sample_key(member.name)}"
+                if ref in refs:
+                    by_key.setdefault(ref, {})[posixpath.basename(member.name).split(".", 1)[1]
+                                               if "." in posixpath.basename(member.name) else ""] = \
+                        tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError) as e:
+        return {ref: _corrupt(e) for ref in refs if ref not in by_key} | \
+            {ref: _by_field(fields, source) for ref, fields in by_key.items()}
+    return {ref: _by_field(fields, source) for ref, fields in by_key.items()}
+
+
+def _load_hf_rows(root: str, refs: set[str], source: SourceParams) -> dict[str, bytes | dict | Exception]:
+    import datasets
+
+    rows = sorted(int(r.rsplit("#", 1)[1]) for r in refs)
+    try:
+        ds = _open_hf_disk(source)
+        for name, feature in ds.features.items():
+            if isinstance(feature, datasets.Image):
+                ds = ds.cast_column(name, datasets.Image(decode=False))
+        table = ds.select([i for i in rows if i < len(ds)]).with_format("arrow")[:]
+    except Exception as e:  # noqa: BLE001 - the folder changed or broke since it was listed
+        return {f"{root}#{i}": _corrupt(e) for i in rows}
+    return _table_rows(table, [i for i in rows if i < len(ds)], root, source, positions=range(len(table)))
 
 
 def _read_file(path: str, follow_links: bool) -> bytes | Exception:
@@ -327,20 +524,31 @@ def _corrupt(e: Exception) -> Exception:
     return ImageRejected("corrupt_container", type(e).__name__)
 
 
-def _load_parquet_rows(path: str, refs: set[str], source: SourceParams) -> dict[str, bytes | Exception]:
+def _load_parquet_rows(path: str, refs: set[str], source: SourceParams) -> dict[str, bytes | dict | Exception]:
     import pyarrow.parquet as pq
-
-    from pipelines.images import ImageRejected
 
     rows = sorted(int(r.rsplit("#", 1)[1]) for r in refs)
     try:
-        column = pq.read_table(path, columns=[source.image_column])[source.image_column]
+        table = pq.read_table(path, columns=_read_fields(source, pq.read_schema(path).names))
     except Exception as e:  # noqa: BLE001 - the file changed or broke since it was listed
         return {f"{path}#{i}": _corrupt(e) for i in rows}
-    out: dict[str, bytes | Exception] = {}
-    for i in rows:
-        value = column[i].as_py() if i < len(column) else None
+    return _table_rows(table, rows, path, source, positions=rows)
+
+
+def _table_rows(table, rows: list[int], container: str, source: SourceParams, positions) -> dict:
+    """Rows of a table source: image bytes (images layout) or {field: value} (record layouts)."""
+    from pipelines.images import ImageRejected
+
+    out: dict[str, bytes | dict | Exception] = {}
+    for i, pos in zip(rows, positions):
+        if pos >= table.num_rows:
+            out[f"{container}#{i}"] = ImageRejected("unreadable", "row no longer in its container")
+            continue
+        if source.layout != "images":
+            out[f"{container}#{i}"] = {c: table[c][pos].as_py() for c in _read_fields(source, table.column_names)}
+            continue
+        value = table[source.image_column][pos].as_py()
         if isinstance(value, dict):  # HF datasets Image feature: {bytes, path}
             value = value.get("bytes")
-        out[f"{path}#{i}"] = value if isinstance(value, bytes) else ImageRejected("not_an_image", "no image bytes")
+        out[f"{container}#{i}"] = value if isinstance(value, bytes) else ImageRejected("not_an_image", "no image bytes")
     return out

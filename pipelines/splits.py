@@ -183,6 +183,13 @@ def _fold(rep: np.ndarray, pending: list[tuple[np.ndarray, np.ndarray]]) -> np.n
     return _smallest_member(len(rep), a, b)
 
 
+def merge_groups(group: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The groups joined along links (a[k], b[k]) (index pairs: the images of one record), so a
+    record's images, and every near-duplicate of any of them, share one group and one split."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    return _fold(np.asarray(group, np.int64), [(a, b)]) if len(a) else np.asarray(group, np.int64)
+
+
 def split_of_group(group_id: str, eval_fraction: float, seed: int) -> str:
     h = int.from_bytes(hashlib.sha256(f"{seed}/{group_id}".encode()).digest()[:8], "little") / 2**64
     return "eval" if h < eval_fraction else "train"
@@ -259,7 +266,7 @@ def _rows_in(values: pa.Array, ids: pa.Array) -> np.ndarray:
 
 
 def leakage_report(split, sample_images, keys, hash_ids, hash_codes, *, grouping: str,
-                   max_hamming: int = 6) -> dict:
+                   max_hamming: int = 6, subject_of: dict[str, str] | None = None) -> dict:
     """Eval samples (every split but train) that show a train sample's image, or an image whose
     dHash64 is within `max_hamming` bits of a train image's, re-checked without the embedder
     that built the groups.
@@ -269,7 +276,10 @@ def leakage_report(split, sample_images, keys, hash_ids, hash_codes, *, grouping
     (N, 8) uint8 or an Arrow column of 8-byte values; grouping: what built the groups (named in
     `method`). The two counts are disjoint: a sample sharing an image is not counted again as
     near. Everything is held in Arrow/NumPy columns (10^6 images, 5 x 10^5 samples: ~0.2 GB
-    peak on top of the inputs, benchmarks/near_duplicates.py --measure leakage)."""
+    peak on top of the inputs, benchmarks/near_duplicates.py --measure leakage).
+
+    subject_of: {image id: subject record id} (pipelines/subjects.py); given, the report also counts
+    the subjects whose images appear in samples of more than one split (must be 0)."""
     split = np.asarray(split.to_pylist() if isinstance(split, (pa.Array, pa.ChunkedArray)) else split, dtype=str)
     n_samples = len(split)
     flat, owner, n_lists = _flatten(sample_images)
@@ -296,7 +306,10 @@ def leakage_report(split, sample_images, keys, hash_ids, hash_codes, *, grouping
     near[eval_owner[~shared][near_image[_rows_in(unseen, eval_new)]]] = True
     near &= ~sharing
     leaking = np.flatnonzero(is_eval & (sharing | near))
-    return {
+    # held-out samples (eval, eval_unseen) all draw eval images: a subject leaks when train shows it too
+    subjects = {} if subject_of is None else shared_subjects(np.where(is_eval, "eval", "train")[owner], flat,
+                                                              subject_of)
+    return {**subjects,
         "method": f"content id (SHA-256 of the source bytes) equality + dHash64 Hamming <= {max_hamming} "
                   f"(faiss IndexBinaryMultiHash, exact); groups were built from {grouping}",
         "max_hamming": max_hamming,
@@ -310,6 +323,19 @@ def leakage_report(split, sample_images, keys, hash_ids, hash_codes, *, grouping
     }
 
 
+def shared_subjects(image_split, images, subject_of: dict[str, str]) -> dict:
+    """Subjects (records of several views of one subject) shown in more than one split: each
+    (split, image) pair is mapped to its subject, and a subject with two splits is shared."""
+    subjects = pa.array([subject_of.get(i) for i in _string_array(images).to_pylist()], pa.string())
+    pairs = pa.table({"subject": subjects, "split": pa.array(np.asarray(image_split).tolist(), pa.string())})
+    pairs = pairs.filter(pc.is_valid(pairs["subject"])).group_by(["subject", "split"]).aggregate([])
+    per_subject = pairs.group_by("subject").aggregate([("split", "count")])
+    shared = per_subject.filter(pc.greater(per_subject["split_count"], 1))["subject"].to_pylist()
+    return {"subjects_checked": per_subject.num_rows, "subjects_shared_across_splits": len(shared),
+            "shared_subjects": sorted(shared)[:20]}
+
+
 def sample_image_ids(sample: dict) -> list[str]:
-    """Every source image a sample shows (mined quadruplets: the pairs' source images)."""
-    return sorted(set(sample.get("source_ids") or sample["image_ids"]))
+    """Every store image a sample shows: its rows' images and every cell's image (a mined quadruplet's
+    edited images are store images of their own)."""
+    return sorted(set(sample.get("source_ids") or sample["image_ids"]) | set(sample.get("cell_ids") or ()))

@@ -5,6 +5,7 @@ Layout under `paths.store`:
                                                   part's input references, so an image never moves
   images/listing.parquet                          every live input reference: (ref, stamp, part, seq)
   images/tombstones.parquet                       (part, image_id) rows whose input disappeared or changed
+  images/imported/part-<id>.parquet               nodes a source brought with its images (same part id)
   nodes/<annotator>/<key>/annotator.json          name, version, params, code digest, produces
   nodes/<annotator>/<key>/part-<id>.parquet       one file per image part, same part id
   <folder>/_summary.parquet                       (part, image_id, node_type, error, quality[, ref]) of every
@@ -145,6 +146,8 @@ SUMMARY = "_summary.parquet"
 SUMMARY_SCHEMA = pa.schema([
     ("part", pa.string()), ("image_id", pa.string()), ("node_type", pa.string()), ("error", pa.string()),
     ("quality", pa.string()), ("ref", pa.string()),  # ref: the input reference (image parts only)
+    # image parts only: the record an image belongs to (an edit pair...) and its role in it
+    ("record", pa.string()), ("role", pa.string()),
 ])
 
 
@@ -154,13 +157,14 @@ def _part_summary(path: Path) -> pa.Table:
                                      if c in columns])
     n = t.num_rows
     quality = t["quality"] if "quality" in columns else pa.nulls(n, pa.string())
-    if t["node_type"].to_pylist()[:1] == ["image"]:  # ingest rows: keep the reference for the failures table
-        ref = pa.array([json.loads(m).get("source") for m in t["meta"].to_pylist()], pa.string())
+    if t["node_type"].to_pylist()[:1] == ["image"]:  # ingest rows: reference and record of each input
+        metas = [json.loads(m) for m in t["meta"].to_pylist()]
+        ref, record, role = (pa.array([m.get(k) for m in metas], pa.string()) for k in ("source", "record", "role"))
     else:
-        ref = pa.nulls(n, pa.string())
+        ref = record = role = pa.nulls(n, pa.string())
     return pa.table({"part": pa.array([part_id(path)] * n, pa.string()), "image_id": t["image_id"],
-                     "node_type": t["node_type"], "error": t["error"], "quality": quality, "ref": ref},
-                    schema=SUMMARY_SCHEMA)
+                     "node_type": t["node_type"], "error": t["error"], "quality": quality, "ref": ref,
+                     "record": record, "role": role}, schema=SUMMARY_SCHEMA)
 
 
 def folder_summary(folder: Path) -> pa.Table:
@@ -174,6 +178,9 @@ def folder_summary(folder: Path) -> pa.Table:
     path = folder / SUMMARY
     parts = {part_id(p): p for p in folder.glob("part-*.parquet")} if folder.is_dir() else {}
     old = pq.read_table(path) if path.exists() else SUMMARY_SCHEMA.empty_table()
+    if old.schema != SUMMARY_SCHEMA:  # written by an older vicl: summarise every part again
+        old = SUMMARY_SCHEMA.empty_table()
+        path.unlink()
     old_parts = set(old["part"].unique().to_pylist())
     new = [_part_summary(parts[k]) for k in sorted(set(parts) - old_parts)]
     if old_parts - set(parts):
@@ -197,6 +204,11 @@ class NodeStore:
     @property
     def images_dir(self) -> Path:
         return self.root / "images"
+
+    @property
+    def imported_dir(self) -> Path:
+        """Nodes the sources brought (a released Graph200K's canny, depth, ...), one part per image part."""
+        return self.images_dir / "imported"
 
     @property
     def nodes_dir(self) -> Path:
@@ -253,22 +265,64 @@ class NodeStore:
             summary = summary.filter(pa.compute.invert(pa.compute.is_in(keys, dead_keys)))
         return summary
 
+    def records(self) -> dict[str, dict[str, str]]:
+        """{record id: {role: image id}} of every complete record (each role's image ingested, as a
+        node or as a duplicate of one), in ingest order; a record given by several inputs is the
+        first input's (the others are `duplicate_pair`... failures, pipelines/source_layouts.py)."""
+        return self._records()[0]
+
+    def _records(self) -> tuple[dict[str, dict[str, str]], list[tuple[str, str]]]:
+        from pipelines.source_layouts import duplicate_reason
+
+        images = self.image_summary()
+        members = images.filter(pa.compute.is_valid(images["record"]))
+        usable = pa.compute.or_kleene(pa.compute.is_null(members["error"]),
+                                      pa.compute.starts_with(members["error"], "duplicate_content"))
+        by_ref: dict[str, dict] = {}
+        records: dict[str, dict[str, str]] = {}
+        first_ref: dict[str, str] = {}
+        duplicates: list[tuple[str, str]] = []
+        for record, role, image_id, ref, ok in zip(members["record"].to_pylist(), members["role"].to_pylist(),
+                                                   members["image_id"].to_pylist(), members["ref"].to_pylist(),
+                                                   usable.to_pylist()):
+            entry = by_ref.setdefault(ref, {"record": record, "roles": {}, "ok": True})
+            entry["roles"][role] = image_id
+            entry["ok"] &= bool(ok)
+        for ref, entry in by_ref.items():  # summary order: parts in ingest order
+            if not entry["ok"]:
+                continue
+            record = entry["record"]
+            if record in records:
+                reason = duplicate_reason(entry["roles"])
+                duplicates.append((ref, f"{reason}: the same {reason.split('_', 1)[1]} ({record}) as "
+                                        f"{first_ref[record]}"))
+                continue
+            records[record], first_ref[record] = entry["roles"], ref
+        return records, duplicates
+
     def failures(self, annotator_folders: Iterable[Path] | None = None) -> pa.Table:
         """Every failure: rejected inputs, cross-part duplicates and annotator errors, from the
         folders' summaries (compact columns; no part is opened). `annotator_folders`: the live
         annotator folders (default: every folder under nodes/)."""
         images = self.image_summary()
-        out = []
-        errors = images.filter(pa.compute.is_valid(images["error"]))
-        out.append(_failure_rows("ingest", errors["ref"], "ingest", errors["error"]))
+        # a record's member whose bytes another input already has is no failure: the record uses that copy
+        member_dup = pa.compute.and_(pa.compute.is_valid(images["role"]),
+                                     pa.compute.starts_with(images["error"], "duplicate_content"))
+        errors = images.filter(pa.compute.and_kleene(pa.compute.is_valid(images["error"]),
+                                                     pa.compute.invert(member_dup)))
+        out = [_failure_rows("ingest", errors["ref"], "ingest", errors["error"])]
         ok = images.filter(pa.compute.is_null(images["error"]))
         first = _first_copies(ok)
-        dup = ok.filter(pa.compute.invert(first))
+        dup = ok.filter(pa.compute.invert(pa.compute.or_(first, pa.compute.is_valid(ok["role"]))))
         if dup.num_rows:
             firsts = ok.filter(first)
             ref_of = dict(zip(firsts["image_id"].to_pylist(), firsts["ref"].to_pylist()))
             detail = [f"duplicate_content: same bytes as {ref_of[i]}" for i in dup["image_id"].to_pylist()]
             out.append(_failure_rows("ingest", dup["ref"], "ingest", pa.array(detail, pa.string())))
+        dup_records = self._records()[1]
+        if dup_records:
+            out.append(_failure_rows("ingest", pa.array([r for r, _ in dup_records], pa.string()), "ingest",
+                                     pa.array([d for _, d in dup_records], pa.string())))
         live = ok.filter(first)["image_id"]
         folders = sorted(self.nodes_dir.glob("*/*")) if annotator_folders is None else sorted(annotator_folders)
         for folder in folders:
@@ -280,7 +334,9 @@ class NodeStore:
                 s = s.filter(pa.compute.is_in(s["image_id"], live))  # images since removed are no failure
                 # one failure per (image, annotator), not one per produced node type
                 s = s.group_by(["image_id", "error"]).aggregate([]).sort_by("image_id")
-                out.append(_failure_rows("annotate", s["image_id"], folder.parent.name, s["error"]))
+                name = "import" if folder == self.imported_dir else folder.parent.name
+                out.append(_failure_rows("ingest" if name == "import" else "annotate", s["image_id"], name,
+                                         s["error"]))
         table = pa.concat_tables(out)
         return table.sort_by([("stage", "ascending"), ("annotator", "ascending"), ("source", "ascending"),
                               ("reason", "ascending")])

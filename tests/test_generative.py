@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -190,46 +192,87 @@ def test_nodes_registered_and_only_the_first_output_feeds_tasks():
     assert NODE_TYPES["analogous_edit"].group == "synthetic_pair"
 
 
-def test_fewer_outputs_wait_for_the_stage():
+def test_node_registry_knows_every_output_without_the_generative_package():
+    """pipelines/node_types.py lists the further outputs itself (same entries as annotators.generative.nodes),
+    so the sampler, the export and `vicl tasks` know them in a process that never imports diffusers."""
+    import json
+    import subprocess
+    import sys
+
+    from annotators.generative.nodes import variant_node_types
+
+    code = ("import sys, json; from pipelines.node_types import NODE_TYPES, axes_of; "
+            "assert 'annotators.generative' not in sys.modules; "
+            "print(json.dumps({n: [t.group, t.description, list(axes_of(n))] for n, t in NODE_TYPES.items()}))")
+    listed = json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                                       cwd=Path(__file__).resolve().parents[1]).stdout)
+    for name, group, description in variant_node_types():
+        assert listed[name][:2] == [group, description], name
+    assert listed["FillEdit_3"][2] == ["object", "regional"] and listed["analogous_edit_1"][2] == ["object", "global"]
+
+
+def test_fewer_outputs_produce_fewer_nodes(fill, fill_batch):
+    """`outputs` below Graph200K's count: `produces_for(params)` names the nodes the stage writes, and
+    annotate returns exactly those (the chain test checks the stage's rows, tests/test_generative_chain.py)."""
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError, match="outputs"):
         FillEdit.Params(outputs=9)
-    with pytest.raises(ValidationError, match="produces_for"):
-        FillEdit.Params(outputs=2)
     assert FillEdit.produces_for(FillEdit.Params()) == FillEdit.produces
+    assert FillEdit.produces_for(FillEdit.Params(outputs=2)) == ("FillEdit", "FillEdit_1")
+    assert InstantStyle.produces_for(InstantStyle.Params(outputs=1)) == ("InstantStyle", "InstantStyle_ref")
+    assert AnalogousPairs.produces_for(AnalogousPairs.Params(outputs=1)) == ("analogous_source", "analogous_edit")
+    two = FillEdit({**TINY, "outputs": 2})
+    two.pipe, two.prompter, two.model_id, two.dtype = fill.pipe, None, fill.model_id, fill.dtype
+    items, out = fill_batch
+    got = two.annotate(items[:1], ["img-a"])[0]
+    assert set(got) == {"FillEdit", "FillEdit_1"}
+    assert [o["node"] for o in got["FillEdit"].meta["outputs"]] == ["FillEdit", "FillEdit_1"]
+    assert np.array_equal(got["FillEdit_1"].array, out[0]["FillEdit_1"].array)  # same seed, same bytes
 
 
-def test_chain_exports_style_samples_from_tiny_pipelines_on_disk(tmp_path_factory, ray_local):
-    """annotate -> sample -> export with the style annotators loaded by `load()` from a models dir of
-    tiny random repos: the style families get samples in the shards and nodes in the Graph200K export."""
-    import glob
-    import json
-    from pathlib import Path
-
-    import webdataset as wds
-
-    from annotators.generative import style, tiny
-    from pipelines.cli import run_stages
+def test_configured_outputs_decide_the_produced_nodes(tmp_path):
+    """The params checks and the plan ask `produces_for`: a task path on a node the params leave out is refused."""
+    from pipelines.annotation_plan import plan
+    from pipelines.params import ParamsError, produced_nodes
+    from pipelines.store import NodeStore
     from tests.pipeline_fixtures import small_params
 
-    root = tmp_path_factory.mktemp("generative_chain")
-    tiny.save_random_repos(root / "models", only={style.SDXL_REPO, style.IP_ADAPTER_REPO, style.FLUX_DEV_REPO,
-                                                  style.REDUX_REPO})
-    gen = {"params": {**TINY, "outputs": 3}, "num_gpus": 0, "batch_size": 4}
-    params = small_params(root, count=6, annotators={"canny": {}, "instant_style": gen, "redux_style": gen},
-                          annotate={"models_dir": str(root / "models"), "device": "cpu"},
-                          export={"graph200k": True})
-    run_stages(("ingest", "annotate", "sample", "export"), params, log=lambda *_: None)
-    out = Path(params.paths.out)
-    nodes = json.loads((out / "manifest.json").read_text())["counts"]["nodes"]
-    assert nodes["InstantStyle"] == nodes["ReduxStyle"] == nodes["InstantStyle_ref_2"] == 6
-    records = [json.loads(s["json"]) for s in wds.WebDataset(sorted(glob.glob(str(out / "shards/*/*.tar"))),
-                                                             shardshuffle=False)]
-    families = {r["family"] for r in records}
-    assert {"style_transfer", "generation_with_style"} <= families
-    cells = {c["node"] for r in records for c in r["cells"]}
-    assert {"InstantStyle", "ReduxStyle"} <= cells
-    rows = [row for split in glob.glob(str(out / "graph200k/*/data.json"))
-            for row in json.loads(Path(split).read_text())]
-    assert any("InstantStyle" in json.dumps(row) for row in rows)
+    gen = {"params": {**TINY, "outputs": 2}, "num_gpus": 0}
+    params = small_params(tmp_path, count=2, annotators={"canny": {}, "instant_style": gen})
+    produced = produced_nodes(params)
+    assert "InstantStyle_ref_1" in produced and "InstantStyle_2" not in produced
+    run = next(r for r in plan(params, NodeStore(params.paths.store)) if r.name == "instant_style")
+    assert run.produces == ("InstantStyle", "InstantStyle_ref", "InstantStyle_1", "InstantStyle_ref_1")
+    with pytest.raises(ParamsError, match="InstantStyle_2"):
+        small_params(tmp_path, count=2, annotators={"canny": {}, "instant_style": gen},
+                     sample={"tasks": [{"name": "styled", "path": ["canny", "InstantStyle_2"]}]})
+
+
+def test_use_caption_reads_the_caption_node(fill, fill_batch, tmp_path):
+    """`use_caption` adds the caption node to what the annotator reads: the params check wants its
+    producer, the plan reads its parts, and every prompt carries the caption's text."""
+    from annotators.generative.common import MissingCaptionError
+    from pipelines.annotation_plan import plan
+    from pipelines.params import ParamsError
+    from pipelines.store import NodeStore
+    from tests.pipeline_fixtures import small_params
+
+    assert FillEdit.requires_for(FillEdit.Params()) == ("image", "mask")
+    assert FillEdit.requires_for(FillEdit.Params(use_caption=True)) == ("image", "mask", "caption.meta")
+    assert AnalogousPairs.requires_for(AnalogousPairs.Params()) == ("image",)  # its pixels are not used
+    gen = {"params": {**TINY, "outputs": 1, "use_caption": True}, "num_gpus": 0}
+    with pytest.raises(ParamsError, match="requires node type 'caption'"):
+        small_params(tmp_path, count=2, annotators={"instant_style": gen})
+    params = small_params(tmp_path, count=2, annotators={"caption_qwen_vl": {}, "instant_style": gen})
+    order = plan(params, NodeStore(params.paths.store))
+    names = [r.name for r in order]
+    assert order[names.index("instant_style")].requires == ("image", "caption")
+    assert names.index("caption_qwen_vl") < names.index("instant_style")  # the caption is made first
+    captioned = FillEdit({**TINY, "outputs": 1, "use_caption": True})
+    captioned.pipe, captioned.prompter, captioned.model_id, captioned.dtype = fill.pipe, None, fill.model_id, fill.dtype
+    items, _ = fill_batch
+    with pytest.raises(MissingCaptionError, match="img-a"):
+        captioned.annotate(items[:1], ["img-a"])
+    out = captioned.annotate([{**items[0], "caption.meta": {"text": "a dog on a lawn."}}], ["img-a"])[0]
+    assert "a dog on a lawn" in out["FillEdit"].meta["prompt"]

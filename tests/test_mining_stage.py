@@ -14,9 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import mining  # noqa: F401,E402
 from mining.config import MineParams  # noqa: E402
-from mining.pairs import PAIR_SCHEMA, PairColumns, PairSource, read_pairs  # noqa: E402
 from mining.quadruplets import QUADRUPLET_SCHEMA  # noqa: E402
-from mining.stage import KMEANS_BACKEND_KEY, embed_and_mine, kmeans_backends, run_mine  # noqa: E402
+from mining.stage import KMEANS_BACKEND_KEY, PAIR_SCHEMA, embed_and_mine, kmeans_backends, run_mine  # noqa: E402
 from pipelines.images import content_id, encode_png  # noqa: E402
 
 EDITS = {
@@ -50,68 +49,6 @@ def pair_table() -> pa.Table:
                 rows["instruction"].append(text)
                 k += 1
     return pa.table(rows, schema=PAIR_SCHEMA)
-
-
-def _same_pairs(a: pa.Table, b: pa.Table) -> bool:
-    cols = ["source_id", "edited_id", "source_bytes", "edited_bytes", "instruction"]
-    return a.select(cols).equals(b.select(cols))
-
-
-def test_read_folder_parquet_webdataset_hf(pair_table, tmp_path):
-    import datasets
-    import webdataset as wds
-
-    n = pair_table.num_rows
-    # folder layout
-    for r in pair_table.to_pylist():
-        d = tmp_path / "folder" / r["pair_id"]
-        d.mkdir(parents=True)
-        (d / "source.png").write_bytes(r["source_bytes"])
-        (d / "edited.png").write_bytes(r["edited_bytes"])
-        (d / "instruction.txt").write_text(r["instruction"] + "\n")
-    got = read_pairs({"kind": "folder", "path": str(tmp_path / "folder")})
-    assert got.schema == PAIR_SCHEMA and _same_pairs(got, pair_table)
-    assert got["pair_id"].to_pylist() == pair_table["pair_id"].to_pylist()
-
-    # parquet with the corpus' own column names
-    renamed = pa.table({"id": pair_table["pair_id"], "input_image": pair_table["source_bytes"],
-                        "output_image": pair_table["edited_bytes"], "edit": pair_table["instruction"]})
-    (tmp_path / "pq").mkdir()
-    pq.write_table(renamed.slice(0, 10), tmp_path / "pq" / "a.parquet")
-    pq.write_table(renamed.slice(10), tmp_path / "pq" / "b.parquet")
-    cols = PairColumns(source="input_image", edited="output_image", instruction="edit", pair_id="id")
-    got = read_pairs(PairSource(kind="parquet", path=str(tmp_path / "pq"), columns=cols))
-    assert _same_pairs(got, pair_table) and got["pair_id"].to_pylist() == pair_table["pair_id"].to_pylist()
-    assert read_pairs(PairSource(kind="parquet", path=str(tmp_path / "pq"), columns=cols, limit=3)).num_rows == 3
-
-    # webdataset shards
-    (tmp_path / "wds").mkdir()
-    with wds.TarWriter(str(tmp_path / "wds" / "shard-000000.tar")) as sink:
-        for r in pair_table.to_pylist():
-            sink.write({"__key__": r["pair_id"], "src.png": r["source_bytes"], "tgt.png": r["edited_bytes"],
-                        "txt": r["instruction"]})
-    got = read_pairs(PairSource(kind="webdataset", path=str(tmp_path / "wds" / "shard-*.tar"),
-                                columns=PairColumns(source="src", edited="tgt", instruction="txt")))
-    assert _same_pairs(got, pair_table) and got["pair_id"].to_pylist() == pair_table["pair_id"].to_pylist()
-
-    # HF dataset saved to disk, images as the Image feature
-    feats = datasets.Features({"input": datasets.Image(), "edited": datasets.Image(), "prompt": datasets.Value("string")})
-    ds = datasets.Dataset.from_dict({
-        "input": [{"bytes": b, "path": None} for b in pair_table["source_bytes"].to_pylist()],
-        "edited": [{"bytes": b, "path": None} for b in pair_table["edited_bytes"].to_pylist()],
-        "prompt": pair_table["instruction"].to_pylist()}, features=feats)
-    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "hf"))
-    with pytest.raises(ValueError, match="split"):
-        read_pairs(PairSource(kind="hf_disk", path=str(tmp_path / "hf"),
-                              columns=PairColumns(source="input", instruction="prompt")))
-    got = read_pairs(PairSource(kind="hf_disk", path=str(tmp_path / "hf"), split="train",
-                                columns=PairColumns(source="input", instruction="prompt")))
-    assert got.num_rows == n and _same_pairs(got, pair_table)
-    # no named id: the pair's content names it, so two corpora can never collide
-    from pipelines.images import content_id
-    first = got.to_pylist()[0]
-    assert got["pair_id"][0].as_py() == content_id(
-        f"{first['source_id']}\n{first['edited_id']}\n{first['instruction']}".encode())
 
 
 def _params() -> MineParams:

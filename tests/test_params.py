@@ -53,15 +53,29 @@ def test_cli_reports_invalid_params(tmp_path, capsys):
 
 
 def test_missing_inputs_and_corpora_fail_validation_naming_the_path(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from pipelines.params import ParamsError, check_inputs, parse_params
 
     (tmp_path / "empty").mkdir()
-    corpus = {"kind": "parquet", "path": str(tmp_path / "edits" / "*.parquet")}
-    cases = [({"ingest": {"sources": [{"kind": "folder", "path": str(tmp_path / "nope")}]}}, "no such file or folder"),
-             ({"ingest": {"sources": [{"kind": "folder", "path": str(tmp_path / "empty")}]}}, "holds no files"),
-             ({"mine": {"corpora": [corpus]}}, "mine.corpora.0.path"),
-             ({"mine": {"corpora": [{**corpus, "path": "pipe:cat x.tar"}]}}, "only local files")]
+    (tmp_path / "edits").mkdir()
+    pq.write_table(pa.table({"src": [b"x"], "edited": [b"y"], "instruction": ["z"]}), tmp_path / "edits" / "a.parquet")
+    corpus = {"kind": "parquet", "path": str(tmp_path / "edits" / "*.parquet"), "layout": "edit_pairs"}
+
+    def sources(*extra):
+        return {"ingest": {"sources": list(extra)}}
+
+    cases = [(sources({"kind": "folder", "path": str(tmp_path / "nope")}), "no such file or folder"),
+             (sources({"kind": "folder", "path": str(tmp_path / "empty")}), "holds no files"),
+             (sources({**corpus, "path": str(tmp_path / "missing" / "*.parquet")}),
+              f"ingest.sources.0.path: .*{tmp_path.name}/missing.*no such file"),
+             (sources({"kind": "folder", "path": str(tmp_path / "empty"), "layout": "edit_pairs"}), "holds no record folders"),
+             (sources(corpus), "no column 'source'"),  # a wrong column mapping, named before any work
+             (sources({**corpus, "path": "pipe:cat x.tar"}), "only local files")]
     for data, message in cases:
         with pytest.raises(ParamsError, match=message):
             check_inputs(parse_params(data))
-    check_inputs(parse_params({"mine": {"enabled": False, "corpora": [corpus]}}))  # mining off: not read
+    check_inputs(parse_params(sources({**corpus, "columns": {"source": "src"}})))
+    with pytest.raises(ParamsError, match="mine.corpora moved: .*layout: edit_pairs"):
+        parse_params({"mine": {"corpora": [corpus]}})

@@ -1,5 +1,7 @@
 """The sampler: rows, cloze, shared permutation, distinct sources, seeds, categories, weights, mined."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -139,22 +141,33 @@ def test_instruction_parts_and_drop_probabilities():
     assert a == build_instruction(3, ["canny", "depth", "image"], np.random.default_rng(5))
 
 
+def _quad(a: str, b: str, src_a: str, src_b: str, text_a: str = "", text_b: str = "") -> dict:
+    """A mine-stage quadruplet row: pair a is an edit-corpus pair (two store images), pair b a
+    synthetic edit (an image and its edit node)."""
+    return {"pair_id_a": a, "pair_id_b": b, "instruction_a": text_a, "instruction_b": text_b, "cluster": 3,
+            "cos_delta": 0.8, "cos_visual": 0.4, "cos_text": 0.9,
+            "source_node_a": "image", "source_image_a": src_a, "edited_node_a": "image", "edited_image_a": f"{a}-e",
+            "source_node_b": "image", "source_image_b": src_b, "edited_node_b": "edit_sepia",
+            "edited_image_b": src_b}
+
+
 def test_mined_quadruplets_become_their_own_task_within_one_split():
     split_of = {"s1": "train", "s2": "train", "s3": "eval"}
-    rows = [{"pair_id_a": "p1", "pair_id_b": "p2", "source_id_a": "s1", "source_id_b": "s2",
-             "instruction_a": "make it sepia", "instruction_b": "sepia tone"},
-            {"pair_id_a": "p1", "pair_id_b": "p3", "source_id_a": "s1", "source_id_b": "s3",
-             "instruction_a": "x", "instruction_b": "y"}]
+    rows = [_quad("p1", "p2", "s1", "s2", "make it sepia", "sepia tone"), _quad("p1", "p3", "s1", "s3", "x", "y")]
     out = mined_samples(rows, split_of, SamplerParams(instructions={"drop_all": 0.0, "task_keep": 1.0}))
     assert len(out) == 1  # the second crosses splits
     s = out[0]
-    assert s["task"] == "mined_edit" and s["split"] == "train" and s["image_ids"] == ["p2", "p1"]
-    assert s["cell_nodes"] == ["mined_source", "mined_edit"] * 2 and (s["target_row"], s["target_col"]) == (1, 1)
-    assert s["source_ids"] == ["s2", "s1"] and "make it sepia" in s["instruction"]["text"]
-    many = [{"pair_id_a": f"p{k}", "pair_id_b": f"q{k}", "source_id_a": "s1", "source_id_b": "s2"} for k in range(50)]
-    capped = mined_samples(many, split_of, SamplerParams(samples_per_task=7))
-    assert len(capped) == 7 and capped == mined_samples(many, split_of, SamplerParams(samples_per_task=7))
-    assert len(mined_samples(many, split_of, SamplerParams(samples_per_task=7, mined_max_samples=20))) == 20
+    assert s["task"] == "mined_edit" and s["split"] == "train" and s["image_ids"] == ["s2", "s1"]
+    # VisRel's 2 x 2 grid: exemplar B -> B' on top, query A -> A' below, the cells the real nodes
+    assert s["cell_nodes"] == ["image", "edit_sepia", "image", "image"] and (s["target_row"], s["target_col"]) == (1, 1)
+    assert s["cell_ids"] == ["s2", "s2", "s1", "p1-e"] and "make it sepia" in s["instruction"]["text"]
+    assert json.loads(s["scores"]) == {"pair_ids": ["p2", "p1"], "instructions": ["sepia tone", "make it sepia"],
+                                       "cluster": 3, "cos_delta": 0.8, "cos_visual": 0.4, "cos_text": 0.9}
+    many = [_quad(f"p{k}", f"q{k}", "s1", "s2") for k in range(50)]
+    # every quadruplet by default (a corpus of N pairs gives samples in proportion), or a seeded cap
+    assert len(mined_samples(many, split_of, SamplerParams(samples_per_task=7))) == 50
+    capped = mined_samples(many, split_of, SamplerParams(mined_max_samples=20))
+    assert len(capped) == 20 and capped == mined_samples(many, split_of, SamplerParams(mined_max_samples=20))
 
 
 def test_bad_rows_param_rejected():

@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, WeightSpec, seed_for
 from annotators.generative import loader
 from annotators.generative.nodes import output_nodes
+from annotators.generative import prompts
 from annotators.generative.prompts import PromptModel
 
 PROMPT_MODEL_DEFAULT = "Qwen/Qwen2.5-1.5B-Instruct"
@@ -46,12 +47,19 @@ class GenerativeParams(AnnotatorParams):
     def _outputs_in_range(self):
         if self.outputs > self.max_outputs:
             raise ValueError(f"outputs: at most {self.max_outputs}")
-        if self.outputs < self.max_outputs and not hasattr(Annotator, "produces_for"):
-            # the stage writes a row for every node of `produces`; fewer outputs need it to ask
-            # the annotator's `produces_for(params)` (annotators.base.Annotator gets it then)
-            raise ValueError(f"outputs: must be {self.max_outputs} until the annotate stage writes only "
-                             f"`produces_for(params)`")
         return self
+
+
+class CaptionParams(GenerativeParams):
+    """Params of the annotators whose prompts can carry the image's caption (fill, depth, styles)."""
+
+    # read the image's `caption` node (a caption annotator must be configured; images without a
+    # usable caption get no output) and put its text into every prompt
+    use_caption: bool = False
+
+
+class MissingCaptionError(ValueError):
+    """`use_caption` is set but the item carries no caption node."""
 
 
 @dataclass
@@ -78,15 +86,24 @@ class GenerativeAnnotator(Annotator):
     # -- which nodes ------------------------------------------------------------------------
     @classmethod
     def produces_for(cls, params) -> tuple[str, ...]:
-        """The nodes written with these params (the first `outputs` of `produces`).
-
-        The annotate stage writes every node of `produces`; until it asks this method,
-        `outputs` below the maximum is refused by the params check."""
+        """The nodes written with these params: the first `outputs` of `produces` (with their references
+        or pair halves). The annotate stage writes rows, and the catalog lists nodes, only for these."""
         return tuple(cls.produces[: cls.nodes_per_output() * params.outputs])
 
     @classmethod
     def nodes_per_output(cls) -> int:
         return 1
+
+    @classmethod
+    def requires_for(cls, params) -> tuple[str, ...]:
+        """`requires`, plus the caption node's meta when the params ask for the caption."""
+        return tuple(cls.requires) + (("caption.meta",) if getattr(params, "use_caption", False) else ())
+
+    def caption(self, item: dict, image_id: str) -> str:
+        """The caption text for this image's prompts ('' when none is used)."""
+        if getattr(self.params, "use_caption", False) and "caption.meta" not in item:
+            raise MissingCaptionError(f"image {image_id}: use_caption is set but no caption node was given")
+        return prompts.caption_text(item)
 
     def output_names(self, index: int) -> tuple[str, ...]:
         return output_nodes(self.base_node, self.max_outputs)[index:index + 1]

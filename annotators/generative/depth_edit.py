@@ -14,7 +14,7 @@ from pydantic import Field
 
 from annotators.base import WeightSpec
 from annotators.generative import loader, prompts
-from annotators.generative.common import (PROMPT_MODEL_WEIGHTS, GenerativeAnnotator, GenerativeParams, Job,
+from annotators.generative.common import (PROMPT_MODEL_WEIGHTS, CaptionParams, GenerativeAnnotator, Job,
                                           flux_call_args)
 from annotators.generative.nodes import MAX_OUTPUTS, output_nodes
 from annotators.registry import register
@@ -22,7 +22,7 @@ from annotators.registry import register
 DEPTH_REPO = "black-forest-labs/FLUX.1-Depth-dev"
 
 
-class DepthEditParams(GenerativeParams):
+class DepthEditParams(CaptionParams):
     max_outputs: ClassVar[int] = MAX_OUTPUTS["DepthEdit"]
 
     repo_id: str = DEPTH_REPO
@@ -67,7 +67,7 @@ class DepthEdit(GenerativeAnnotator):
             depth = loader.resize_rgb(depth if depth.ndim == 3 else np.repeat(depth[..., None], 3, axis=2), h, w)
         size = loader.generation_size(h, w, p.resolution)
         control = loader.to_pil(depth, size)
-        caption = prompts.caption_text(item)
+        caption = self.caption(item, image_id)
         seeds = [self.seed(image_id, k) for k in range(p.outputs)]
         if self.prompter is not None:
             scenes = self.prompter.write([prompts.scene_change_request(caption)] * p.outputs,

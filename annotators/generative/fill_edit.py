@@ -18,7 +18,7 @@ from pydantic import Field
 
 from annotators.base import WeightSpec
 from annotators.generative import loader, prompts
-from annotators.generative.common import (PROMPT_MODEL_WEIGHTS, GenerativeAnnotator, GenerativeParams, Job,
+from annotators.generative.common import (PROMPT_MODEL_WEIGHTS, CaptionParams, GenerativeAnnotator, Job,
                                           flux_call_args)
 from annotators.generative.nodes import MAX_OUTPUTS, output_nodes
 from annotators.registry import register
@@ -30,7 +30,7 @@ class NoSubjectError(ValueError):
     """The image's `mask` node holds no object to replace."""
 
 
-class FillEditParams(GenerativeParams):
+class FillEditParams(CaptionParams):
     max_outputs: ClassVar[int] = MAX_OUTPUTS["FillEdit"]
 
     repo_id: str = FILL_REPO
@@ -122,7 +122,7 @@ class FillEdit(GenerativeAnnotator):
         size = loader.generation_size(h, w, p.resolution)
         image_in = loader.to_pil(image, size)
         mask_in = loader.to_pil((region * 255).astype(np.uint8), size)
-        caption = prompts.caption_text(item)
+        caption = self.caption(item, image_id)
         seeds = [self.seed(image_id, k) for k in range(p.outputs)]
         if self.prompter is not None:
             descriptions = self.prompter.write([prompts.subject_request(replaced)] * p.outputs,

@@ -13,7 +13,7 @@ are registered in the group `generative_variant`, which no family selects.
 
 from __future__ import annotations
 
-from pipelines.node_types import NODE_TYPES, register_node_type
+from pipelines.node_types import register_node_type
 
 VARIANT_GROUP = "generative_variant"
 
@@ -39,10 +39,10 @@ def reference_nodes(base: str, n: int) -> tuple[str, ...]:
     return tuple(reference_node(base, i) for i in range(n))
 
 
-def _ensure(name: str, group: str, description: str, stored_as: str = "png") -> None:
-    # pipelines/node_types.py may list the same entries; register only what it does not have
-    if name not in NODE_TYPES:
-        register_node_type(name, group, description, stored_as)
+def _ensure(name: str, group: str, description: str) -> None:
+    # pipelines/node_types.py lists the same entries (so the registry has them without importing
+    # this package); registering again is a no-op when they agree and raises when they do not
+    register_node_type(name, group, description)
 
 
 def variant_node_types() -> list[tuple[str, str, str]]:

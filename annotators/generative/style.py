@@ -21,8 +21,7 @@ from pydantic import Field
 
 from annotators.base import NodeOutput, WeightSpec
 from annotators.generative import loader, prompts
-from annotators.generative.common import (GenerativeAnnotator, GenerativeParams, Job,
-                                          flux_call_args)
+from annotators.generative.common import CaptionParams, GenerativeAnnotator, Job, flux_call_args
 from annotators.generative.nodes import MAX_OUTPUTS, output_node, reference_node
 from annotators.registry import register
 
@@ -37,7 +36,7 @@ FLUX_DEV_WEIGHTS = WeightSpec(FLUX_DEV_REPO, None,
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
 
-class StyleParams(GenerativeParams):
+class StyleParams(CaptionParams):
     prompt_source: Literal["templates"] = "templates"  # style and content prompts come from the banks
     style_bank: str | None = None  # folder of style images; None: render references from style prompts
     reference_steps: int | None = Field(None, ge=1, le=200)  # rendering a reference (None: `steps`)
@@ -213,7 +212,7 @@ class InstantStyle(_StyleAnnotator):
         return pipe
 
     def content_prompt(self, item, image_id, k):
-        return prompts.caption_text(item) or "a photo"
+        return self.caption(item, image_id) or "a photo"
 
     def _embeds(self, pipe, prompt_list: list[str]):
         import torch
@@ -318,7 +317,7 @@ class ReduxStyle(_StyleAnnotator):
         return pipe
 
     def content_prompt(self, item, image_id, k):
-        caption = prompts.caption_text(item)
+        caption = self.caption(item, image_id)
         if caption:
             return caption
         return self.distinct_picks(prompts.SUBJECTS, image_id, "subjects", self.params.outputs)[k][1]

@@ -89,7 +89,8 @@ class AnnotatorGroup:
             self.members[run["name"]] = (cls, annotator, run["key"])
         self.png_level = runs[0]["png_compress_level"]
         self.max_retries, self.backoff = runs[0]["max_retries"], runs[0]["retry_backoff_s"]
-        self.requires = sorted({r.removesuffix(".meta") for cls, _, _ in self.members.values() for r in cls.requires})
+        self.requires = sorted({r.removesuffix(".meta") for cls, a, _ in self.members.values()
+                                for r in cls.requires_for(a.params)})
 
     def decode(self, batch: list[dict]) -> list[dict]:
         items = []
@@ -157,6 +158,7 @@ class AnnotatorGroup:
         out = {}
         for name in names:
             cls, annotator, key = self.members[name]
+            nodes = sorted(cls.produces_for(annotator.params))  # what these params write, not all it can
             start = time.perf_counter()
             if decode_error is None:
                 outs, errors = self.annotate_isolated(name, items, ids)
@@ -165,7 +167,7 @@ class AnnotatorGroup:
             seconds = (time.perf_counter() - start) / max(1, len(ids))
             rows = []
             for image_id, result, error in zip(ids, outs, errors):
-                for node in sorted(cls.produces):
+                for node in nodes:
                     row = {"image_id": image_id, "node_type": node, "data": b"", "format": "none", "width": 0,
                            "height": 0, "meta": "{}", "annotator": cls.name, "annotator_version": cls.version,
                            "params_hash": key, "seconds": seconds, "error": error, "quality": None}
@@ -392,6 +394,12 @@ def run_annotate(params: Params, store: NodeStore, progress=None) -> list[dict]:
     _prune(runs, store, params.annotate.prune_stale)
     for folder in sorted({r.folder for r in runs}):
         folder_summary(folder)  # brought up to date once here, so later stages only read it
-    Catalog.write(store, {node: (run.name, run.folder) for run in runs for node in run.produces},
-                  online_nodes(params), params.annotate.plugins)
+    made = {node: (run.name, run.folder) for run in runs for node in run.produces}
+    # nodes a source brought (pipelines/source_layouts.py: graph200k) serve the node types no
+    # configured annotator makes; an annotator of the same node type takes its place everywhere
+    imported = folder_summary(store.imported_dir)
+    imported = imported.filter(pa.compute.is_null(imported["error"]))
+    made.update({node: ("import", store.imported_dir) for node in sorted(set(imported["node_type"].to_pylist()))
+                 if node not in made})
+    Catalog.write(store, made, online_nodes(params), params.annotate.plugins)
     return results

@@ -30,6 +30,8 @@ from pipelines.sampling import SPLITS
 from pipelines.sampling_params import ExportParams
 from pipelines.shards import CellCache, assemble, cell_refs, write_tar
 from pipelines.store import NodeStore, clean_temp_files, folder_summary, read_cells, write_json, write_table
+from pipelines.episode_shards import write_episode_shards  # issue 14
+from pipelines.subjects import alias_reference_cells, apply_aliases  # issue 14
 
 # The code that renders a shard: a change to it rewrites the shards it made.
 _RENDER_CODE = ("shards.py", "layouts.py", "sample_schema.py", "images.py", "annotator_runtime.py", "node_types.py")
@@ -73,6 +75,7 @@ def write_shard(item: dict) -> dict:
     export = ExportParams.model_validate_json(item["export"])
     cells = load_cells(samples, json.loads(item["cells"]), json.loads(item["online"]), tuple(item["plugins"]),
                        item["store"])
+    cells = apply_aliases(cells, item.get("aliases"))  # issue 14: reference cells = the other view's image
     cache = CellCache(cells, export.png_compress_level)  # cells shared by samples of this shard: fitted once
     encoded = [assemble(s, cache, export, item["layout"]) for s in samples]
     size = write_tar(encoded, item["path"], mtime=export.mtime)
@@ -119,6 +122,7 @@ def plan_shards(params: Params, store: NodeStore, cat: Catalog) -> list[dict]:
             items.append({"path": str(shard_path(out, split, j // size, layout, shape)), "layout": layout,
                           "samples": json.dumps(chunk), "cells": needed, "online": json.dumps(online),
                           "plugins": list(cat.plugins), "export": export.model_dump_json(), "render": render})
+    alias_reference_cells(items, cat.references())  # issue 14: a reference cell reads the other view's image
     _locate(items, cat, index)
     return items
 
@@ -204,7 +208,10 @@ def run_export(params: Params, store: NodeStore, progress=None) -> dict:
         from pipelines.graph200k_export import export_graph200k
 
         graph200k = export_graph200k(params, store, out / "graph200k")
+    # issue 14: personalization episodes (samples/episodes.parquet) -> episodes/<split>/*.tar
+    episodes = write_episode_shards(store, cat, out, export.shard_size, export.mtime)
     manifest = build_manifest(params, store, out, cat, failures)
     write_json(manifest, out / "manifest.json")
     return {"shards": len(items), "written": len(pending), "samples": manifest["counts"]["samples"],
-            "failures": failures.num_rows, **({"graph200k_rows": graph200k["rows"]} if graph200k else {})}
+            "failures": failures.num_rows, **({"graph200k_rows": graph200k["rows"]} if graph200k else {}),
+            **({"episodes": episodes["episodes"]} if episodes["episodes"] else {})}  # issue 14

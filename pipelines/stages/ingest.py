@@ -15,16 +15,19 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.images import ImageRejected, content_id, decode_for_store, encode_image
 from pipelines.params import IngestParams, Params, SourceParams
+from pipelines.source_layouts import layout_of
 from pipelines.sources import Entry, list_entries, load_chunk
 from pipelines.store import (NODE_SCHEMA, NodeStore, clean_temp_files, folder_summary, part_id, part_name,
                              write_json, write_table)
 
+IMPORT_ANNOTATOR = "import"  # the annotator name of nodes a source brings (catalog, failures)
 INGEST_VERSION = "3"  # 3: DCT-scale JPEG decode when shrinking 2x or more, area-filter shrink
 LISTING_SCHEMA = pa.schema([
     ("ref", pa.string()), ("container", pa.string()), ("stamp", pa.string()), ("reject", pa.string()),
@@ -42,34 +45,95 @@ def _row(image_id: str, data: bytes, fmt: str, width: int, height: int, meta: di
 
 def ingest_entries(source: SourceParams, entries: list[Entry], params: IngestParams, fingerprint: str) -> pa.Table:
     """The pure core: one chunk of entries -> one part table (ok rows and error rows), by image id."""
-    rows, seen = [], {}
+    return ingest_part(source, entries, params, fingerprint)[0]
+
+
+def ingest_part(source: SourceParams, entries: list[Entry], params: IngestParams,
+                fingerprint: str) -> tuple[pa.Table, pa.Table]:
+    """One chunk of entries -> (image part, imported node part).
+
+    A record layout's entry gives one row per member image, each with the record id and its role
+    in its meta; a member whose bytes are already in the part gets a `duplicate_content` row that
+    still names its record (the record uses the first copy). Nodes a record brings (a released
+    Graph200K row's canny, depth, ...) become rows of the imported part, keyed by the first
+    member's image id, normalised like images and stored losslessly."""
+    rows, nodes, seen = [], [], {}
+    layout = layout_of(source.layout)
     for ref, data in load_chunk(source, entries):
-        start = time.perf_counter()
-        meta = {"source": ref}
-        if isinstance(data, ImageRejected):
-            rows.append(_row("", b"", "none", 0, 0, meta, 0.0, f"{data.reason}: {data.detail}", fingerprint))
+        if layout is None or isinstance(data, Exception):
+            rows.append(_image_row(data, {"source": ref}, params, fingerprint, seen))
             continue
-        if isinstance(data, Exception):
-            rows.append(_row("", b"", "none", 0, 0, meta, 0.0, f"unreadable: {data}", fingerprint))
-            continue
-        image_id = content_id(data) if data else ""
-        try:
-            rgb, (orig_w, orig_h) = decode_for_store(data, max_pixels=params.max_pixels, min_side=params.min_side,
-                                                     max_side=params.max_side)
-        except ImageRejected as e:
-            rows.append(_row(image_id, b"", "none", 0, 0, meta, 0.0, f"{e.reason}: {e.detail}", fingerprint))
-            continue
-        if image_id in seen:
-            rows.append(_row(image_id, b"", "none", 0, 0, meta, 0.0,
-                             f"duplicate_content: same bytes as {seen[image_id]}", fingerprint))
-            continue
-        seen[image_id] = ref
-        meta.update(orig_width=int(orig_w), orig_height=int(orig_h))
-        encoded = encode_image(rgb, params.image_format, params.quality)
-        rows.append(_row(image_id, encoded, params.image_format, rgb.shape[1], rgb.shape[0], meta,
-                         time.perf_counter() - start, None, fingerprint))
+        record = layout.expand(data, source.columns, _record_root(source, ref))
+        ids = {m.role: content_id(m.data) for m in record.members if isinstance(m.data, bytes)}
+        record_id = record.record_id or (layout.derive_id(ids, record.text) if len(ids) == len(layout.roles)
+                                         else None)
+        member_rows = []
+        for m in record.members:
+            meta = {"source": ref, "role": m.role, "text": record.text, **record.meta,
+                    **({"record": record_id} if record_id else {})}
+            member_rows.append(_image_row(m.data, meta, params, fingerprint, seen))
+        rows += member_rows
+        first = member_rows[0]
+        if record.nodes and (first["error"] is None or first["error"].startswith("duplicate_content")):
+            nodes += [_node_row(first["image_id"], node, value, {"source": ref, **meta}, params, fingerprint)
+                      for node, (value, meta) in sorted(record.nodes.items())]
+    order = [("image_id", "ascending"), ("meta", "ascending")]
     table = pa.Table.from_pylist(rows, schema=NODE_SCHEMA)
-    return table.take(pa.compute.sort_indices(table, [("image_id", "ascending"), ("meta", "ascending")]))
+    imported = pa.Table.from_pylist(nodes, schema=NODE_SCHEMA)
+    return table.take(pa.compute.sort_indices(table, order)), \
+        imported.take(pa.compute.sort_indices(imported, [("image_id", "ascending"), ("node_type", "ascending")]))
+
+
+def _node_row(image_id: str, node: str, data, meta: dict, params: IngestParams, fingerprint: str) -> dict:
+    """A node the source made, validated and shrunk like its image, stored as PNG (maps stay exact)."""
+    start = time.perf_counter()
+    row = {"image_id": image_id, "node_type": node, "data": b"", "format": "none", "width": 0, "height": 0,
+           "meta": json.dumps(meta, sort_keys=True), "annotator": IMPORT_ANNOTATOR,
+           "annotator_version": INGEST_VERSION, "params_hash": fingerprint, "seconds": 0.0, "error": None,
+           "quality": None}
+    if isinstance(data, Exception):
+        reason = data.reason if isinstance(data, ImageRejected) else "unreadable"
+        detail = data.detail if isinstance(data, ImageRejected) else str(data)
+        return {**row, "error": f"{reason}: {node}: {detail}"}
+    try:
+        rgb, _ = decode_for_store(data, max_pixels=params.max_pixels, min_side=1, max_side=params.max_side)
+    except ImageRejected as e:
+        return {**row, "error": f"{e.reason}: {node}: {e.detail}"}
+    return {**row, "data": encode_image(rgb, "png", 100), "format": "png", "width": rgb.shape[1],
+            "height": rgb.shape[0], "seconds": time.perf_counter() - start}
+
+
+def _record_root(source: SourceParams, ref: str) -> Path | None:
+    """The folder a record's relative image paths resolve against: the table file's folder, or the
+    saved dataset's folder; None where fields hold bytes only (folders of pairs, tars)."""
+    container = ref.rsplit("#", 1)[0]
+    if source.kind == "parquet":
+        return Path(container).parent
+    return Path(container) if source.kind == "hf_disk" else None
+
+
+def _image_row(data, meta: dict, params: IngestParams, fingerprint: str, seen: dict) -> dict:
+    """One input's image row: validated, normalised and encoded, or an error row with its reason."""
+    start = time.perf_counter()
+    role = f"{meta['role']} image: " if "role" in meta else ""
+    if isinstance(data, ImageRejected):
+        return _row("", b"", "none", 0, 0, meta, 0.0, f"{data.reason}: {role}{data.detail}", fingerprint)
+    if isinstance(data, Exception):
+        return _row("", b"", "none", 0, 0, meta, 0.0, f"unreadable: {role}{data}", fingerprint)
+    image_id = content_id(data) if data else ""
+    try:
+        rgb, (orig_w, orig_h) = decode_for_store(data, max_pixels=params.max_pixels, min_side=params.min_side,
+                                                 max_side=params.max_side)
+    except ImageRejected as e:
+        return _row(image_id, b"", "none", 0, 0, meta, 0.0, f"{e.reason}: {role}{e.detail}", fingerprint)
+    if image_id in seen:
+        return _row(image_id, b"", "none", 0, 0, meta, 0.0, f"duplicate_content: same bytes as {seen[image_id]}",
+                    fingerprint)
+    seen[image_id] = meta["source"] + (f" ({meta['role']})" if "role" in meta else "")
+    meta = {**meta, "orig_width": int(orig_w), "orig_height": int(orig_h)}
+    encoded = encode_image(rgb, params.image_format, params.quality)
+    return _row(image_id, encoded, params.image_format, rgb.shape[1], rgb.shape[0], meta,
+                time.perf_counter() - start, None, fingerprint)
 
 
 def ingest_refs(source: SourceParams, refs: list[str], params: IngestParams, fingerprint: str) -> pa.Table:
@@ -84,7 +148,9 @@ def _ingest_part_task(item: dict) -> dict:
     params = IngestParams.model_validate_json(item["ingest"])
     source = SourceParams.model_validate_json(item["source"])
     entries = [Entry(*e) for e in json.loads(item["entries"])]
-    table = ingest_entries(source, entries, params, item["fingerprint"])
+    table, imported = ingest_part(source, entries, params, item["fingerprint"])
+    if imported.num_rows:  # before the image part: the image part's existence means the part is done
+        write_table(imported, NodeStore(item["store"]).imported_dir / Path(item["path"]).name)
     write_table(table, item["path"])
     failed = table.filter(pa.compute.is_valid(table["error"])).num_rows
     return {"part": item["part"], "ok": table.num_rows - failed, "failed": failed}
@@ -154,6 +220,7 @@ def _update_tombstones(store: NodeStore, listing: pa.Table) -> None:
     live_parts = set(listing["part"].to_pylist())
     for path in store.image_parts():
         if part_id(path) not in live_parts:
+            (store.imported_dir / path.name).unlink(missing_ok=True)  # the nodes it brought go with it
             path.unlink()
     summary = store.image_summary()
     keys = pa.compute.binary_join_element_wise(summary["part"], summary["ref"], "\t")
@@ -186,7 +253,7 @@ def run_ingest(params: Params, store: NodeStore, progress=None) -> dict:
     for part, (k, entries) in sorted(parts.items()):
         path = store.images_dir / part_name(part)
         if not path.exists():
-            pending.append({"part": part, "path": str(path), "fingerprint": fingerprint,
+            pending.append({"part": part, "path": str(path), "store": str(store.root), "fingerprint": fingerprint,
                             "entries": json.dumps([[e.ref, e.container, e.stamp, e.reject] for e in entries]),
                             "source": params.ingest.sources[k].model_dump_json(),
                             "ingest": params.ingest.model_dump_json()})
@@ -196,6 +263,7 @@ def run_ingest(params: Params, store: NodeStore, progress=None) -> dict:
                                          desc="ingest parts"):
             pass
     folder_summary(store.images_dir)  # up to date when the stage ends: later stages only read it
+    folder_summary(store.imported_dir)
     return {**summarise_ingest(store), "new_parts": len(pending)}
 
 

@@ -1,12 +1,18 @@
-"""Mine: edit pairs (from the store's synthetic edits and from pair corpora) -> quadruplets.
+"""Mine: edit pairs (edit corpora ingested as records, the store's synthetic and generated edits) -> quadruplets.
 
 The mining itself lives in `mining/` (embed, SemDeDup, task vectors, K-Means, in-cluster
-neighbours, dual filter). This stage gathers the pairs, runs it, and writes the result
-into the store so the sampler exports it like any other task:
-  mined/part-<id>.parquet    node rows keyed by pair id: `mined_source` (A) and `mined_edit` (A')
-  mined/quadruplets.parquet  one row per quadruplet (pair ids, image ids, instructions, scores)
+neighbours, dual filter). This stage lists the pairs as cell references (node, image id) read
+from the catalog and the store's records, embeds the cells in Ray workers that read them from
+the store (only ids and vectors come back), runs the mining, and writes:
+  mined/quadruplets.parquet  one row per quadruplet: pair ids, instructions, scores, and the cells
+                             of A, A', B, B' (source/edited node and image id of each pair)
   mined/mined.json           counts and the mining stats (the manifest and `vicl status` read it)
   mined/cache/               embeddings and scores reused by re-runs (mining.stage)
+Pairs come from three places:
+  - edit corpora: ingest sources with `layout: edit_pairs`; both images are store images;
+  - synthetic edits (`mine.from_store`, "auto": every synthetic edit family): the image and its
+    edited node, with the instruction its annotator wrote into the node's meta;
+  - generated analogous pairs (annotators/generative): A and A' are two nodes of one slot.
 The outputs are written as one set (staged, then swapped in). With `mine.enabled: false` the
 set is empty, so the next sample has no mined task; with no pairs at all the stage says so
 in one line and writes an empty set.
@@ -14,24 +20,37 @@ in one line and writes an empty set.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.node_types import MINED_EDIT, MINED_SOURCE, NODE_TYPES
-from pipelines.params import Params, produced_nodes
 from pipelines.catalog import Catalog
-from pipelines.store import (NODE_SCHEMA, NodeStore, commit_folder, folder_summary, part_name, recover_folder,
-                             staging_folder, write_json, write_table)
+from pipelines.node_types import NODE_TYPES
+from pipelines.params import Params, produced_nodes
+from pipelines.store import NodeStore, commit_folder, recover_folder, staging_folder, write_json, \
+    write_table
 
+PAIR_REF_SCHEMA = pa.schema([
+    ("pair_id", pa.string()), ("source_id", pa.string()), ("edited_id", pa.string()),  # ids: embedding keys
+    ("source_node", pa.string()), ("source_image", pa.string()),  # the cell of A
+    ("edited_node", pa.string()), ("edited_image", pa.string()),  # the cell of A'
+    ("instruction", pa.string()), ("origin", pa.string()),  # corpus | synthetic_edit | analogous
+])
+CELL_COLUMNS = ("source_node", "source_image", "edited_node", "edited_image")
 
 
 def mined_dir(store: NodeStore) -> Path:
     return store.mined_dir
+
+
+def cell_key(node: str, image_id: str, folder: str = "") -> str:
+    """The embedding key of a cell: an image's content id, or `<image id>/<node>@<annotator folder>` for a
+    node of it (the folder is keyed by the annotator's params and code, so changed outputs get new keys)."""
+    return image_id if node == "image" else f"{image_id}/{node}@{folder}"
 
 
 def edit_nodes(params: Params) -> list[str]:
@@ -41,60 +60,102 @@ def edit_nodes(params: Params) -> list[str]:
     return sorted(n for n in produced_nodes(params) if NODE_TYPES.get(n) and NODE_TYPES[n].group == "synthetic_edit")
 
 
-def store_pairs(params: Params, store: NodeStore) -> pa.Table:
-    """Pairs (image, edited node) with the instruction each edit annotator wrote into its meta."""
-    from mining.pairs import PAIR_SCHEMA
+def _pair_row(pair_id, source, edited, instruction, origin, cat: Catalog | None = None) -> dict:
+    folder = (lambda node: cat.nodes[node].folder.name) if cat is not None else (lambda node: "")
+    return {"pair_id": pair_id, "source_id": cell_key(*source, folder(source[0])),
+            "edited_id": cell_key(*edited, folder(edited[0])),
+            "source_node": source[0], "source_image": source[1], "edited_node": edited[0],
+            "edited_image": edited[1], "instruction": instruction, "origin": origin}
 
-    cat = Catalog.load(store)
+
+def corpus_pairs(store: NodeStore, cat: Catalog) -> list[dict]:
+    """Edit pairs of the ingested edit corpora whose two images are live store images."""
+    records = {r: roles for r, roles in store.records().items() if set(roles) == {"source", "edited"}}
+    if not records:
+        return []
+    index = cat.node_index()
+    images = store.image_summary()
+    members = images.filter(pc.equal(images["role"], "edited"))
+    texts: dict[str, str] = {}
+    for part in sorted(set(members["part"].to_pylist())):  # only the meta of parts that hold pairs
+        t = pq.read_table(store.images_dir / f"part-{part}.parquet", columns=["meta"])
+        for meta in map(json.loads, t["meta"].to_pylist()):
+            if meta.get("role") == "edited" and meta.get("record"):
+                texts.setdefault(meta["record"], meta.get("text", ""))
+    ids = sorted(records)
+    live = index.has("image")
+    pos_src = index.positions([records[r]["source"] for r in ids])
+    pos_edt = index.positions([records[r]["edited"] for r in ids])
+    rows = []
+    for r, ps, pe in zip(ids, pos_src.tolist(), pos_edt.tolist()):
+        if ps >= 0 and pe >= 0 and live[ps] and live[pe] and texts.get(r):
+            rows.append(_pair_row(r, ("image", records[r]["source"]), ("image", records[r]["edited"]), texts[r],
+                                  "corpus"))
+    return rows
+
+
+def _node_metas(cat: Catalog, node: str) -> list[tuple[str, dict]]:
+    """(image id, meta) of the usable rows of one node type (meta only: no image bytes are read)."""
+    index = cat.node_index()
+    out = []
+    for part in sorted(cat.nodes[node].folder.glob("part-*.parquet")):
+        t = pq.read_table(part, columns=["image_id", "meta", "error", "quality"], filters=[("node_type", "=", node)])
+        t = t.filter(pc.and_(pc.is_null(t["error"]), pc.is_null(t["quality"])))
+        ok = index.has(node)
+        for image_id, meta, pos in zip(t["image_id"].to_pylist(), t["meta"].to_pylist(),
+                                       index.positions(t["image_id"]).tolist()):
+            if pos >= 0 and ok[pos]:
+                out.append((image_id, json.loads(meta or "{}")))
+    return out
+
+
+def store_pairs(params: Params, store: NodeStore, cat: Catalog) -> list[dict]:
+    """Pairs made by annotators: (image, synthetic edit node) and the generated analogous pairs
+    (A and A' are nodes of one image slot; A' names its A in `meta.source_node`)."""
     rows = []
     for node in edit_nodes(params):
-        if node not in cat.nodes:
-            continue
-        for part in sorted(cat.nodes[node].folder.glob("part-*.parquet")):
-            images = {r["image_id"]: r["data"] for r in
-                      pq.read_table(store.images_dir / part.name, columns=["image_id", "data", "error"]).to_pylist()
-                      if r["error"] is None}
-            for r in pq.read_table(part, columns=["image_id", "node_type", "data", "meta", "error", "quality"]).to_pylist():
-                if r["node_type"] != node or r["error"] is not None or r["image_id"] not in images \
-                        or r.get("quality") is not None:
-                    continue
-                instruction = json.loads(r["meta"]).get("instruction")
-                if not instruction:
-                    continue
-                rows.append({"pair_id": f"{r['image_id']}-{node}", "source_id": r["image_id"],
-                             "edited_id": f"{r['image_id']}-{node}", "source_bytes": images[r["image_id"]],
-                             "edited_bytes": r["data"], "instruction": instruction})
-    return pa.Table.from_pylist(rows, schema=PAIR_SCHEMA)
+        if node in cat.nodes:
+            rows += [_pair_row(f"{i}-{node}", ("image", i), (node, i), m["instruction"], "synthetic_edit", cat)
+                     for i, m in _node_metas(cat, node) if m.get("instruction")]
+    index = cat.node_index()
+    for node in sorted(n for n in cat.nodes if NODE_TYPES.get(n) and NODE_TYPES[n].group == "synthetic_pair"):
+        for i, m in _node_metas(cat, node):
+            source = m.get("source_node")
+            if source and m.get("instruction") and index.has(source)[index.positions([i])[0]]:
+                rows.append(_pair_row(m.get("pair_id") or f"{i}-{node}", (source, i), (node, i), m["instruction"],
+                                      "analogous", cat))
+    return rows
 
 
-def gather_pairs(params: Params, store: NodeStore) -> pa.Table:
-    from mining.pairs import read_pairs
-
-    tables = [store_pairs(params, store)] + [read_pairs(src) for src in params.mine.corpora]
-    pairs = pa.concat_tables([t.cast(tables[0].schema) for t in tables]).sort_by("pair_id")
-    # the same pair twice (same content id, or the same named id): the first copy is the pair
-    ids = pairs["pair_id"].to_pylist()
-    first = [k == 0 or ids[k] != ids[k - 1] for k in range(len(ids))]
-    return pairs.filter(pa.array(first, pa.bool_())) if not all(first) else pairs
+def gather_pairs(params: Params, store: NodeStore, cat: Catalog) -> pa.Table:
+    """Every edit pair as cell references, sorted by pair id; a pair id given twice keeps its first copy."""
+    rows = sorted(corpus_pairs(store, cat) + store_pairs(params, store, cat), key=lambda r: r["pair_id"])
+    keep = [r for k, r in enumerate(rows) if k == 0 or r["pair_id"] != rows[k - 1]["pair_id"]]
+    return pa.Table.from_pylist(keep, schema=PAIR_REF_SCHEMA)
 
 
-def _node_rows(pairs: pa.Table, pair_ids: set[str]) -> pa.Table:
-    from pipelines.images import decode_rgb
+class CellReader:
+    """Reads cells' encoded bytes from the store (picklable: Ray workers read their own cells)."""
 
-    rows = []
-    for r in pairs.to_pylist():
-        if r["pair_id"] not in pair_ids:
-            continue
-        for node, data in ((MINED_SOURCE, r["source_bytes"]), (MINED_EDIT, r["edited_bytes"])):
-            h, w = decode_rgb(data).shape[:2]
-            fmt = "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "jpg"
-            rows.append({"image_id": r["pair_id"], "node_type": node, "data": data, "format": fmt,
-                         "width": w, "height": h,
-                         "meta": json.dumps({"source_id": r["source_id"], "edited_id": r["edited_id"],
-                                             "instruction": r["instruction"]}, sort_keys=True),
-                         "annotator": "mine", "annotator_version": "1", "params_hash": "", "seconds": 0.0,
-                         "error": None, "quality": None})
-    return pa.Table.from_pylist(rows, schema=NODE_SCHEMA)
+    def __init__(self, store_root: str):
+        self.store_root = store_root
+        self._catalog = None
+
+    def __call__(self, refs: list[tuple[str, str]]) -> list[bytes]:
+        if self._catalog is None:
+            self._catalog = Catalog.load(NodeStore(self.store_root))
+        cells = self._catalog.read_cells(refs)
+        return [cells[(node, image_id)]["data"] for node, image_id in refs]
+
+
+def _with_cells(quads: pa.Table, pairs: pa.Table) -> pa.Table:
+    """The quadruplets with the cells (node, image id) of both pairs' A and A'."""
+    by_id = {r["pair_id"]: r for r in pairs.select(["pair_id", *CELL_COLUMNS]).to_pylist()}
+    for side in ("a", "b"):
+        ids = quads[f"pair_id_{side}"].to_pylist()
+        for col in CELL_COLUMNS:
+            quads = quads.append_column(f"{col}_{side}", pa.array([by_id[i][col] for i in ids], pa.string()))
+    return quads
 
 
 def run_mine_stage(params: Params, store: NodeStore, log=print) -> dict:
@@ -107,24 +168,21 @@ def run_mine_stage(params: Params, store: NodeStore, log=print) -> dict:
         write_json({"enabled": False}, staging / "mined.json")
         commit_folder(staging, out)
         return {"enabled": False}
-    pairs = gather_pairs(params, store)
+    pairs = gather_pairs(params, store, Catalog.load(store))
     if pairs.num_rows == 0:
-        log("[mine] no edit pairs: no synthetic edit annotators and no mine.corpora; the mined task is empty "
-            "(set mine.enabled: false to skip this stage)")
+        log("[mine] no edit pairs: no synthetic edit annotators, no generated pairs and no ingest source with "
+            "`layout: edit_pairs`; the mined task is empty (set mine.enabled: false to skip this stage)")
         summary = {"pairs": 0, "quadruplets": 0}
     else:
-        result = embed_and_mine(pairs, params.mine, out / "cache")
-        quads = result.quadruplets
-        used = set(quads["pair_id_a"].to_pylist()) | set(quads["pair_id_b"].to_pylist())
-        nodes = _node_rows(pairs, used)
-        digest = hashlib.sha256("\n".join(sorted(used)).encode()).hexdigest()[:16]
-        write_table(nodes, staging / part_name(digest))
+        result = embed_and_mine(pairs, params.mine, out / "cache", reader=CellReader(str(store.root)))
+        quads = _with_cells(result.quadruplets, pairs)
         write_table(quads, staging / "quadruplets.parquet")
+        origins = pc.value_counts(pairs["origin"]).to_pylist()
         summary = {"pairs": pairs.num_rows, "quadruplets": quads.num_rows,
+                   "pairs_by_origin": {o["values"]: o["counts"] for o in sorted(origins, key=lambda o: o["values"])},
                    "kmeans_backend": kmeans_backends(params.mine),
                    **{k: (int(v) if isinstance(v, (int, float)) else v) for k, v in result.stats.items()}}
     write_json(summary, staging / "mined.json")
-    folder_summary(staging)  # written by its own stage: later stages only read it
     if (out / "cache").exists():
         os.replace(out / "cache", staging / "cache")  # the embedding cache survives the swap
     commit_folder(staging, out)

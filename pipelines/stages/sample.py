@@ -22,17 +22,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.catalog import Catalog, StageOrderError
-from pipelines.node_types import MINED_EDIT
 from pipelines.params import Params
 from pipelines.sampling import assign_keys, auto_tasks, mined_samples, sample, split_of
 from pipelines.sampling_params import SamplerParams
-from pipelines.splits import assign_splits, leakage_report, near_duplicate_groups, sample_image_ids
+from pipelines.splits import assign_splits, leakage_report, merge_groups, near_duplicate_groups, sample_image_ids
 from pipelines.store import NodeStore, commit_folder, recover_folder, staging_folder, write_json, write_table
+from pipelines.subject_sampling import stage_episodes, subject_sampling  # issue 14
 from pipelines.tasks import Task, explicit_task
 
 # The code that decides the samples: a change to it re-samples even when the data did not change.
 _SAMPLER_CODE = ("sampling.py", "sampling_params.py", "tasks.py", "task_families.yaml", "instructions.py",
-                 "instruction_phrases.yaml", "splits.py", "stages/sample.py")
+                 "instruction_phrases.yaml", "splits.py", "stages/sample.py",
+                 "subjects.py", "episodes.py", "subject_sampling.py")  # issue 14
 
 _INSTRUCTION = pa.struct([("layout", pa.string()), ("task", pa.string()), ("content", pa.string()),
                           ("text", pa.string())])
@@ -44,6 +45,7 @@ SAMPLES_SCHEMA = pa.schema([
     ("cell_nodes", pa.list_(pa.string())), ("cell_ids", pa.list_(pa.string())),
     ("target_row", pa.int64()), ("target_col", pa.int64()), ("instruction", _INSTRUCTION),
     ("context_mode", pa.string()),
+    ("scores", pa.string()),  # JSON: a mined quadruplet's scores (task-vector, visual, text cosine, cluster)
 ])
 SPLITS_SCHEMA = pa.schema([("image_id", pa.string()), ("group", pa.string()), ("split", pa.string())])
 
@@ -78,11 +80,37 @@ def node_meta(cat: Catalog, node: str) -> dict[str, dict]:
 
 
 def _mined_rows(store: NodeStore, cat: Catalog, sp: SamplerParams) -> list[dict]:
+    """The mine stage's quadruplets whose four cells are live nodes of the store."""
     path = Path(sp.mined_quadruplets) if sp.mined_quadruplets else store.mined_dir / "quadruplets.parquet"
-    if not path.exists() or (not sp.mined_quadruplets and MINED_EDIT not in cat.nodes):
+    if not path.exists():
         return []
-    have = cat.mined_ids()
-    return [r for r in pq.read_table(path).to_pylist() if r["pair_id_a"] in have and r["pair_id_b"] in have]
+    quads = pq.read_table(path)
+    if not quads.num_rows:
+        return []
+    index = cat.node_index()
+    ok = np.ones(quads.num_rows, bool)
+    for side in ("a", "b"):
+        for role in ("source", "edited"):
+            nodes = quads[f"{role}_node_{side}"].to_pylist()
+            pos = index.positions(quads[f"{role}_image_{side}"])
+            for node in set(nodes):
+                rows = np.array([n == node for n in nodes])
+                ok[rows] &= (pos[rows] >= 0) & index.has(node)[np.maximum(pos[rows], 0)]
+    return quads.filter(pa.array(ok)).to_pylist()
+
+
+def record_links(store: NodeStore, index) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (first member, another member) of every record's images (edit pairs, subjects)."""
+    firsts, others = [], []
+    for roles in store.records().values():
+        members = sorted(roles.values())
+        firsts += [members[0]] * (len(members) - 1)
+        others += members[1:]
+    if not firsts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    a, b = index.positions(firsts), index.positions(others)
+    keep = (a >= 0) & (b >= 0)
+    return a[keep], b[keep]
 
 
 def inputs_fingerprint(params: Params, cat: Catalog) -> str:
@@ -111,6 +139,8 @@ def run_sample(params: Params, store: NodeStore) -> dict:
             and store.samples_path.exists():
         return {**json.loads(marker.read_text())["summary"], "up_to_date": True}
     index = cat.node_index()
+    subjects = subject_sampling(cat, index, sp.subjects)  # issue 14: `reference` of passing subject records
+    index = subjects.index
     tasks = configured_tasks(params, nodes=index.nodes())
     ids = index.ids
     emb_node = _embedding_node(params)
@@ -119,6 +149,7 @@ def run_sample(params: Params, store: NodeStore) -> dict:
     has_emb, emb = cat.vectors(emb_node)
     emb = np.asarray(emb, dtype=np.float32)  # no copy: 10^6 x 128 is 512 MB
     group = near_duplicate_groups(ids, emb, sp.near_duplicate_threshold, nprobe=sp.near_duplicate_nprobe)
+    group = merge_groups(group, *record_links(store, index))
     splits = assign_splits(ids, group, sp.eval_fraction, sp.seed)
     categories = {}
     for node in sorted({n for t in tasks if t.same_category for n in t.path} & set(cat.nodes)):
@@ -128,7 +159,7 @@ def run_sample(params: Params, store: NodeStore) -> dict:
                      embeddings=emb if sp.context == "retrieved" else None,
                      categories=categories, captions=captions)
     mined_rows = _mined_rows(store, cat, sp)
-    sources = sorted({i for r in mined_rows for i in (r["source_id_a"], r["source_id_b"])})
+    sources = sorted({i for r in mined_rows for i in (r["source_image_a"], r["source_image_b"])})
     pos = index.positions(sources) if sources else np.zeros(0, np.int64)
     split_map = {i: (str(splits[k]) if k >= 0 else split_of(i, sp.eval_fraction, sp.seed)) for i, k in zip(sources, pos)}
     samples = assign_keys(samples + mined_samples(mined_rows, split_map, sp))
@@ -138,7 +169,8 @@ def run_sample(params: Params, store: NodeStore) -> dict:
     leakage = leakage_report([s["split"] for s in samples], [sample_image_ids(s) for s in samples],
                              [s["key"] for s in samples], hash_ids, codes[has_hash],
                              grouping=f"{emb_node} cosine >= {sp.near_duplicate_threshold}",
-                             max_hamming=sp.leakage_max_hamming)
+                             max_hamming=sp.leakage_max_hamming,
+                             subject_of=subjects.subject_of)  # issue 14: subjects shared across splits
     per_task: dict[str, int] = {}
     for s in samples:
         per_task[s["task"]] = per_task.get(s["task"], 0) + 1
@@ -151,6 +183,9 @@ def run_sample(params: Params, store: NodeStore) -> dict:
     write_table(pa.Table.from_pylist(samples, schema=SAMPLES_SCHEMA), staging / store.samples_path.name)
     write_table(pa.table({"image_id": ids, "group": ids.take(pa.array(group)), "split": pa.array(splits.tolist())},
                          schema=SPLITS_SCHEMA), staging / "splits.parquet")
+    episodes = stage_episodes(subjects, index, splits, sp.episodes, staging)  # issue 14: episodes.parquet
+    if episodes is not None:
+        summary["episodes"] = episodes
     write_json(leakage, staging / "leakage.json")
     write_json({"fingerprint": fingerprint, "summary": summary}, staging / "inputs.json")
     commit_folder(staging, folder)
