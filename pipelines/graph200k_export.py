@@ -335,16 +335,22 @@ def description(image_meta: dict, caption_meta: dict) -> dict:
 # --- writing a split -----------------------------------------------------------------------------
 def jpeg_bytes(cell: dict, quality: int) -> bytes:
     """The cell as JPEG: a stored JPEG as it is, anything else encoded at `quality`; a cell with
-    `fit_to` (w, h) is first resized to it (nearest: a mask stays binary) when its size differs."""
+    `fit_to` (w, h) is first resized to it (nearest: a mask stays binary) when its size differs.
+    An odd side loses its last row or column: VisualCloze's `mosaic` degradation (a Bayer CFA over
+    2 x 2 blocks) fails on odd sides, and Graph200K's own images are 512 x 512."""
     fit = cell.get("fit_to")
     same_size = not fit or None in fit or (cell.get("width"), cell.get("height")) == tuple(fit)
-    if str(cell.get("format", "")).lower() in ("jpg", "jpeg") and same_size:
+    w, h = (tuple(fit) if fit and None not in fit else (cell.get("width") or 0, cell.get("height") or 0))
+    even = not (w % 2 or h % 2)
+    if str(cell.get("format", "")).lower() in ("jpg", "jpeg") and same_size and even:
         return cell["data"]
     from pipelines.images import decode_rgb
 
     im = Image.fromarray(decode_rgb(cell["data"]))
     if not same_size and im.size != tuple(fit):
         im = im.resize(tuple(fit), Image.NEAREST)
+    if im.width % 2 or im.height % 2:
+        im = im.crop((0, 0, im.width - im.width % 2, im.height - im.height % 2))
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=quality)
     return buf.getvalue()

@@ -190,6 +190,26 @@ def merge_groups(group: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _fold(np.asarray(group, np.int64), [(a, b)]) if len(a) else np.asarray(group, np.int64)
 
 
+def separate_hash_near_duplicates(ids: Sequence[str], group: np.ndarray, has_hash: np.ndarray, codes: np.ndarray,
+                                  max_hamming: int, eval_fraction: float, seed: int,
+                                  max_rounds: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """(groups, splits) such that no eval image's dHash64 is within `max_hamming` bits of a train
+    image's: what the leakage report re-checks. Each round splits the groups, finds every eval image
+    with such a train neighbour (the report's exact multi-hash search, eval images only: a tenth of
+    a full all-pairs search) and joins the two groups; a joined group may move split, so rounds
+    repeat until none is found (near-duplicate edges are rare: one or two rounds in practice)."""
+    group = np.asarray(group, np.int64)
+    for _ in range(max_rounds):
+        splits = assign_splits(ids, group, eval_fraction, seed)
+        train = np.flatnonzero(has_hash & (splits == "train"))
+        held = np.flatnonzero(has_hash & (splits != "train"))
+        found, nearest = codes_nearest(codes[train], codes[held], max_hamming)
+        if not found.any():
+            return group, splits
+        group = _fold(group, [(held[found], train[nearest[found]])])
+    raise RuntimeError(f"dHash near-duplicates still cross the splits after {max_rounds} rounds")
+
+
 def split_of_group(group_id: str, eval_fraction: float, seed: int) -> str:
     h = int.from_bytes(hashlib.sha256(f"{seed}/{group_id}".encode()).digest()[:8], "little") / 2**64
     return "eval" if h < eval_fraction else "train"
@@ -228,26 +248,35 @@ def _as_u64(codes: np.ndarray) -> np.ndarray:
 
 
 def codes_within(reference: np.ndarray, queries: np.ndarray, max_hamming: int) -> np.ndarray:
-    """Mask over `queries` ((M, 8) uint8): some `reference` code is within max_hamming bits.
+    """Mask over `queries` ((M, 8) uint8): some `reference` code is within max_hamming bits."""
+    return codes_nearest(reference, queries, max_hamming)[0]
+
+
+def codes_nearest(reference: np.ndarray, queries: np.ndarray, max_hamming: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mask over `queries`: some `reference` code is within max_hamming bits, and the row of the
+    nearest such reference code, -1 where none).
 
     faiss IndexBinaryMultiHash with 4 tables of 16 bits probes each table up to
     max_hamming // 4 flipped bits; by pigeonhole a code within max_hamming differs from the
     query in at most that many bits of one table, so the search is exact. Reference codes are
-    deduplicated first (flat images all hash to one code)."""
+    deduplicated first (flat images all hash to one code); ties go to the first row of a code."""
     import faiss
 
-    ref = np.unique(_as_u64(reference))
-    out = np.zeros(len(queries), bool)
+    ref, first = np.unique(_as_u64(reference), return_index=True) if len(reference) else (np.zeros(0, np.uint64),
+                                                                                           np.zeros(0, np.int64))
+    out, nearest = np.zeros(len(queries), bool), np.full(len(queries), -1, np.int64)
     if len(ref) == 0 or len(queries) == 0:
-        return out
+        return out, nearest
     index = faiss.IndexBinaryMultiHash(64, 4, 16)
     index.nflip = max_hamming // 4
     index.add(np.ascontiguousarray(ref.astype(">u8").view(np.uint8).reshape(-1, 8)))
     q = np.ascontiguousarray(queries, np.uint8)
     for s in range(0, len(q), QUERY_BLOCK):
         dist, found = index.search(q[s:s + QUERY_BLOCK], 1)
-        out[s:s + QUERY_BLOCK] = (found[:, 0] >= 0) & (dist[:, 0] <= max_hamming)
-    return out
+        hit = (found[:, 0] >= 0) & (dist[:, 0] <= max_hamming)
+        out[s:s + QUERY_BLOCK] = hit
+        nearest[s:s + QUERY_BLOCK][hit] = first[found[hit, 0]]
+    return out, nearest
 
 
 def _flatten(sample_images) -> tuple[pa.Array, np.ndarray, int]:

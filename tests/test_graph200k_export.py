@@ -211,6 +211,23 @@ def test_a_mask_of_another_size_is_fitted_to_the_photo(tmp_path):
     assert SchemaReader.images(row, "background", random.Random(0))[0].shape == (SIZE, SIZE, 3)
 
 
+def test_odd_sides_are_cropped_to_even_for_the_reader_s_mosaic_degradation():
+    import io
+
+    from PIL import Image
+
+    from pipelines.graph200k_export import jpeg_bytes
+
+    rgb = np.random.default_rng(0).integers(0, 256, (161, 121, 3), np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=95)
+    for cell in ({"data": buf.getvalue(), "format": "jpg", "width": 121, "height": 161},
+                 {"data": _cell(rgb)["data"], "format": "png", "width": 121, "height": 161}):
+        assert Image.open(io.BytesIO(jpeg_bytes(cell, 95))).size == (120, 160)  # VisualCloze's CFA needs 2 x 2
+    even = {"data": buf.getvalue()[:], "format": "jpg", "width": 120, "height": 160}
+    assert jpeg_bytes(even, 95) is even["data"]  # an even stored JPEG is written as it is
+
+
 def test_description_is_subjects200k_dict(exported):
     root, _, _ = exported
     rows = SchemaReader(root / "train" / "data.json").rows

@@ -203,6 +203,36 @@ def test_binary_search_within_hamming_matches_brute_force():
     assert not codes_within(ref[:0], queries, 6).any()
 
 
+def test_hash_near_duplicates_never_cross_the_splits():
+    from pipelines.splits import separate_hash_near_duplicates
+
+    rng = np.random.default_rng(3)
+    n = 1200
+    codes = rng.integers(0, 256, (n, 8), dtype=np.uint8)
+    for k in range(0, 600, 3):  # chains of near copies at 0..9 flipped bits: copies of copies
+        for c in (1, 2):
+            bits = np.unpackbits(codes[k + c - 1])
+            bits[rng.choice(64, (k + c) % 10, replace=False)] ^= 1
+            codes[k + c] = np.packbits(bits)
+    codes[800:830] = codes[800]  # flat images: one code
+    has = np.ones(n, bool)
+    has[900] = False  # an image without a hash joins nothing
+    codes[900] = codes[0]
+    ids = [f"img{k:05d}" for k in range(n)]
+    group = np.arange(n)
+    group[[1000, 1001]] = 1000  # an embedding group stays together
+    merged, splits = separate_hash_near_duplicates(ids, group, has, codes, 6, eval_fraction=0.3, seed=0)
+    dist = np.unpackbits(codes[:, None, :] ^ codes[None, :, :], axis=2).sum(2)
+    near = (dist <= 6) & has[:, None] & has[None, :]
+    train = splits == "train"
+    assert not near[np.ix_(~train, train)].any()  # what the leakage report re-checks
+    assert (splits == "eval").sum() > 100 and merged[1000] == merged[1001] and merged[900] == 900
+    assert np.array_equal(splits, assign_splits(ids, merged, 0.3, 0))
+    assert len(set(splits[800:830])) == 1
+    again = separate_hash_near_duplicates(ids, group, has, codes, 6, eval_fraction=0.3, seed=0)
+    assert np.array_equal(again[0], merged) and np.array_equal(again[1], splits)
+
+
 def test_leakage_report_is_zero_for_group_splits(corpus):
     ids, emb, codes, _ = corpus
     split = assign_splits(ids, near_duplicate_groups(ids, emb, THRESHOLD), 0.3, seed=1)

@@ -25,7 +25,8 @@ from pipelines.catalog import Catalog, StageOrderError
 from pipelines.params import Params
 from pipelines.sampling import assign_keys, auto_tasks, mined_samples, sample, split_of
 from pipelines.sampling_params import SamplerParams
-from pipelines.splits import assign_splits, leakage_report, merge_groups, near_duplicate_groups, sample_image_ids
+from pipelines.splits import (leakage_report, merge_groups, near_duplicate_groups, sample_image_ids,
+                              separate_hash_near_duplicates)
 from pipelines.store import NodeStore, commit_folder, recover_folder, staging_folder, write_json, write_table
 from pipelines.subject_sampling import stage_episodes, subject_sampling  # issue 14
 from pipelines.tasks import Task, explicit_task
@@ -149,8 +150,13 @@ def run_sample(params: Params, store: NodeStore) -> dict:
     has_emb, emb = cat.vectors(emb_node)
     emb = np.asarray(emb, dtype=np.float32)  # no copy: 10^6 x 128 is 512 MB
     group = near_duplicate_groups(ids, emb, sp.near_duplicate_threshold, nprobe=sp.near_duplicate_nprobe)
+    has_hash, codes = cat.vectors("image_dhash") if "image_dhash" in cat.nodes else (np.zeros(len(index), bool),
+                                                                                     np.zeros((len(index), 8), np.uint8))
+    # one group, hence one split: embedding near-duplicates, dHash near-duplicates (what the leakage
+    # report re-checks with) and the images of one record (an edit pair, a subject)
     group = merge_groups(group, *record_links(store, index))
-    splits = assign_splits(ids, group, sp.eval_fraction, sp.seed)
+    group, splits = separate_hash_near_duplicates(ids, group, has_hash, codes, sp.leakage_max_hamming,
+                                                  sp.eval_fraction, sp.seed)
     categories = {}
     for node in sorted({n for t in tasks if t.same_category for n in t.path} & set(cat.nodes)):
         categories.update({(node, i): m.get("category") for i, m in node_meta(cat, node).items()})
@@ -163,12 +169,11 @@ def run_sample(params: Params, store: NodeStore) -> dict:
     pos = index.positions(sources) if sources else np.zeros(0, np.int64)
     split_map = {i: (str(splits[k]) if k >= 0 else split_of(i, sp.eval_fraction, sp.seed)) for i, k in zip(sources, pos)}
     samples = assign_keys(samples + mined_samples(mined_rows, split_map, sp))
-    has_hash, codes = cat.vectors("image_dhash") if "image_dhash" in cat.nodes else (np.zeros(len(index), bool),
-                                                                                     np.zeros((len(index), 8), np.uint8))
     hash_ids = ids.filter(pa.array(has_hash))
     leakage = leakage_report([s["split"] for s in samples], [sample_image_ids(s) for s in samples],
                              [s["key"] for s in samples], hash_ids, codes[has_hash],
-                             grouping=f"{emb_node} cosine >= {sp.near_duplicate_threshold}",
+                             grouping=f"{emb_node} cosine >= {sp.near_duplicate_threshold}, dHash64 Hamming <= "
+                                      f"{sp.leakage_max_hamming} and records",
                              max_hamming=sp.leakage_max_hamming,
                              subject_of=subjects.subject_of)  # issue 14: subjects shared across splits
     per_task: dict[str, int] = {}
