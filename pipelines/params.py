@@ -15,7 +15,7 @@ from mining.config import MineParams
 from training.config import TrainParams
 
 from pipelines.sampling_params import ExportParams, SamplerParams, TaskSpec  # noqa: F401 - re-exported
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class ParamsError(ValueError):

@@ -70,7 +70,8 @@ def test_missing_inputs_and_corpora_fail_validation_naming_the_path(tmp_path):
              (sources({"kind": "folder", "path": str(tmp_path / "empty")}), "holds no files"),
              (sources({**corpus, "path": str(tmp_path / "missing" / "*.parquet")}),
               f"ingest.sources.0.path: .*{tmp_path.name}/missing.*no such file"),
-             (sources({"kind": "folder", "path": str(tmp_path / "empty"), "layout": "edit_pairs"}), "holds no record folders"),
+             (sources({"kind": "folder", "path": str(tmp_path / "empty"), "layout": "edit_pairs"}),
+              "holds no record folders"),
              (sources(corpus), "no column 'source'"),  # a wrong column mapping, named before any work
              (sources({**corpus, "path": "pipe:cat x.tar"}), "only local files")]
     for data, message in cases:

@@ -150,8 +150,10 @@ def run_sample(params: Params, store: NodeStore) -> dict:
     has_emb, emb = cat.vectors(emb_node)
     emb = np.asarray(emb, dtype=np.float32)  # no copy: 10^6 x 128 is 512 MB
     group = near_duplicate_groups(ids, emb, sp.near_duplicate_threshold, nprobe=sp.near_duplicate_nprobe)
-    has_hash, codes = cat.vectors("image_dhash") if "image_dhash" in cat.nodes else (np.zeros(len(index), bool),
-                                                                                     np.zeros((len(index), 8), np.uint8))
+    if "image_dhash" in cat.nodes:
+        has_hash, codes = cat.vectors("image_dhash")
+    else:
+        has_hash, codes = np.zeros(len(index), bool), np.zeros((len(index), 8), np.uint8)
     # one group, hence one split: embedding near-duplicates, dHash near-duplicates (what the leakage
     # report re-checks with) and the images of one record (an edit pair, a subject)
     group = merge_groups(group, *record_links(store, index))
@@ -167,7 +169,8 @@ def run_sample(params: Params, store: NodeStore) -> dict:
     mined_rows = _mined_rows(store, cat, sp)
     sources = sorted({i for r in mined_rows for i in (r["source_image_a"], r["source_image_b"])})
     pos = index.positions(sources) if sources else np.zeros(0, np.int64)
-    split_map = {i: (str(splits[k]) if k >= 0 else split_of(i, sp.eval_fraction, sp.seed)) for i, k in zip(sources, pos)}
+    split_map = {i: (str(splits[k]) if k >= 0 else split_of(i, sp.eval_fraction, sp.seed))
+                 for i, k in zip(sources, pos)}
     samples = assign_keys(samples + mined_samples(mined_rows, split_map, sp))
     hash_ids = ids.filter(pa.array(has_hash))
     leakage = leakage_report([s["split"] for s in samples], [sample_image_ids(s) for s in samples],
