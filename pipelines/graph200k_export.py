@@ -69,7 +69,7 @@ GENERATIVE_MAX = {"FillEdit": 5, "DepthEdit": 1, "InstantStyle": 3, "ReduxStyle"
 CUTOUTS = ("foreground", "background")
 NODE_KEY = {"image": TARGET, "foreground_mask": "foreground"}
 SKIPPED_GROUPS = ("text", "mined", "generative_variant", "synthetic_pair")
-KEYED_BY_PAIR = ("mined_", "analogous_")  # nodes of edit pairs, not of a source image
+KEYED_BY_PAIR = ("analogous_",)  # nodes of generated edit pairs, not of a source image
 
 # --- VisualCloze's stock task list (data/prefix_instruction.py: 12 families, 129 paths) ----------
 # Built here from the families' rules (anchors.md §1.1); benchmarks/visualcloze_reader.py checks it
@@ -499,7 +499,7 @@ def export_graph200k(params, store, root: Path) -> dict:
     cat = Catalog.load(store)
     idx = cat.node_index()
     ids = np.asarray(idx.ids.to_pylist(), dtype=object)
-    nodes = {n for n, loc in cat.nodes.items() if loc.annotator != "mine"} | set(cat.online)
+    nodes = set(cat.nodes) | set(cat.online)
     if idx.has("reference").any():  # the other view of a subject record (pipelines/subjects.py)
         nodes.add("reference")
     present = {node: np.asarray(idx.has(node), dtype=bool) for node in sorted(nodes)}
@@ -540,8 +540,6 @@ def _source_identity(store, cat) -> dict:
     """What each node's cells depend on: its folder and annotator record, or the online params."""
     out = {}
     for node, loc in sorted(cat.nodes.items()):
-        if loc.annotator == "mine":
-            continue
         folder = Path(loc.folder)
         records = [folder / "annotator.json", folder / "ingest.json", Path(store.images_dir) / "ingest.json"]
         out[node] = {"annotator": loc.annotator, "folder": str(folder),

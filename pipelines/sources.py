@@ -457,21 +457,21 @@ def _by_field(named: dict, source: SourceParams) -> dict:
 
 
 def _load_tar_records(path: str, refs: set[str], source: SourceParams) -> dict[str, dict | Exception]:
+    """{sample ref: {field: value}}: a member `<key>.<field>` is the field of sample `<key>`; a tar cut
+    short keeps the samples read before the cut, the others are `corrupt_container`."""
     by_key: dict[str, dict] = {}
+    failed = None
     try:
         with tarfile.open(path, mode="r:") as tar:
             for member in tar:
-                if not member.isfile() or _member_problem(member):
-                    continue
                 ref = f"{path}#{_sample_key(member.name)}"
-                if ref in refs:
-                    by_key.setdefault(ref, {})[posixpath.basename(member.name).split(".", 1)[1]
-                                               if "." in posixpath.basename(member.name) else ""] = \
-                        tar.extractfile(member).read()
+                if member.isfile() and not _member_problem(member) and ref in refs:
+                    field = posixpath.basename(member.name).partition(".")[2]
+                    by_key.setdefault(ref, {})[field] = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError) as e:
-        return {ref: _corrupt(e) for ref in refs if ref not in by_key} | \
-            {ref: _by_field(fields, source) for ref, fields in by_key.items()}
-    return {ref: _by_field(fields, source) for ref, fields in by_key.items()}
+        failed = _corrupt(e)
+    out: dict[str, dict | Exception] = {ref: _by_field(fields, source) for ref, fields in by_key.items()}
+    return out | ({ref: failed for ref in refs if ref not in out} if failed else {})
 
 
 def _load_hf_rows(root: str, refs: set[str], source: SourceParams) -> dict[str, bytes | dict | Exception]:

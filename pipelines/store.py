@@ -143,6 +143,7 @@ def clean_temp_files(folder: Path) -> None:
 
 
 SUMMARY = "_summary.parquet"
+IMPORT_ANNOTATOR = "import"  # the annotator name of the nodes sources bring (catalog, failures, quality table)
 SUMMARY_SCHEMA = pa.schema([
     ("part", pa.string()), ("image_id", pa.string()), ("node_type", pa.string()), ("error", pa.string()),
     ("quality", pa.string()), ("ref", pa.string()),  # ref: the input reference (image parts only)
@@ -199,6 +200,31 @@ def folder_summary(folder: Path) -> pa.Table:
 class NodeStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).absolute()  # absolute: Ray workers may run elsewhere in the tree
+        self._memo: dict[str, tuple[tuple, object]] = {}
+
+    def _images_state(self) -> tuple:
+        """Stamps of what the images bookkeeping is read from: a new part, summary, tombstone or
+        listing changes it (the folder's mtime moves when a part file is added or removed)."""
+        out = []
+        for p in (self.images_dir, self.images_dir / SUMMARY, self.images_dir / "tombstones.parquet",
+                  self.images_dir / "ingest.json"):
+            try:
+                st = p.stat()
+                out.append((st.st_mtime_ns, st.st_size))
+            except FileNotFoundError:
+                out.append(None)
+        return tuple(out)
+
+    def _cached(self, name: str, compute):
+        """`compute()` once per state of the images folder: several readers in one stage (catalog,
+        subjects, record links, mining, failures) share one summary and one record table."""
+        state = self._images_state()
+        hit = self._memo.get(name)
+        if hit is not None and hit[0] == state:
+            return hit[1]
+        value = compute()
+        self._memo[name] = (self._images_state(), value)  # after: computing may bring the summary up to date
+        return value
 
     # --- layout -----------------------------------------------------------------------------
     @property
@@ -233,6 +259,11 @@ class NodeStore:
     def image_parts(self) -> list[Path]:
         return sorted(self.images_dir.glob("part-*.parquet"))
 
+    def annotator_of(self, folder: Path) -> str:
+        """The annotator that wrote a node folder: `nodes/<annotator>/<key>/`, or `import` for the
+        nodes the sources brought (images/imported/)."""
+        return IMPORT_ANNOTATOR if Path(folder) == self.imported_dir else Path(folder).parent.name
+
     def annotator_dir(self, annotator: str, key: str) -> Path:
         return self.nodes_dir / annotator / key
 
@@ -252,6 +283,9 @@ class NodeStore:
     def image_summary(self) -> pa.Table:
         """The images folder's summary without tombstoned rows, parts in the order they were made
         (so of two copies of the same bytes, the older input's is the node)."""
+        return self._cached("image_summary", self._image_summary)
+
+    def _image_summary(self) -> pa.Table:
         summary = folder_summary(self.images_dir)
         order = {p: k for k, p in enumerate(self.part_order())}
         if summary.num_rows and order:
@@ -267,11 +301,31 @@ class NodeStore:
 
     def records(self) -> dict[str, dict[str, str]]:
         """{record id: {role: image id}} of every complete record (each role's image ingested, as a
-        node or as a duplicate of one), in ingest order; a record given by several inputs is the
-        first input's (the others are `duplicate_pair`... failures, pipelines/source_layouts.py)."""
-        return self._records()[0]
+        node or as a duplicate of one), in ingest order (parts as made, then image id); a record given
+        by several inputs is the first one's (the others are `duplicate_pair`... failures,
+        pipelines/source_layouts.py)."""
+        return self._cached("records", self._records)[0]
 
-    def _records(self) -> tuple[dict[str, dict[str, str]], list[tuple[str, str]]]:
+    def member_meta(self, role: str) -> dict[str, dict]:
+        """{record id: parsed meta of its `role` image} (the record's text, descriptions, scores), read
+        from the meta column of only the image parts that hold such a row (no image bytes)."""
+        return self._cached(f"member_meta/{role}", lambda: self._member_meta(role))
+
+    def _member_meta(self, role: str) -> dict[str, dict]:
+        first_ref = self._cached("records", self._records)[2]
+        images = self.image_summary()
+        members = images.filter(pa.compute.equal(images["role"], role))
+        out: dict[str, dict] = {}
+        for part in dict.fromkeys(members["part"].to_pylist()):  # the parts that hold such a row, once each
+            for meta in map(json.loads, pq.read_table(self.images_dir / part_name(part), columns=["meta"])["meta"]
+                            .to_pylist()):
+                record = meta.get("record")
+                if meta.get("role") == role and record in first_ref and meta.get("source") == first_ref[record]:
+                    out.setdefault(record, meta)
+        return out
+
+    def _records(self) -> tuple[dict[str, dict[str, str]], list[tuple[str, str]], dict[str, str]]:
+        """(records, duplicates as (ref, failure), the input ref that gives each record)."""
         from pipelines.source_layouts import duplicate_reason
 
         images = self.image_summary()
@@ -298,7 +352,7 @@ class NodeStore:
                                         f"{first_ref[record]}"))
                 continue
             records[record], first_ref[record] = entry["roles"], ref
-        return records, duplicates
+        return records, duplicates, first_ref
 
     def failures(self, annotator_folders: Iterable[Path] | None = None) -> pa.Table:
         """Every failure: rejected inputs, cross-part duplicates and annotator errors, from the
@@ -319,7 +373,7 @@ class NodeStore:
             ref_of = dict(zip(firsts["image_id"].to_pylist(), firsts["ref"].to_pylist()))
             detail = [f"duplicate_content: same bytes as {ref_of[i]}" for i in dup["image_id"].to_pylist()]
             out.append(_failure_rows("ingest", dup["ref"], "ingest", pa.array(detail, pa.string())))
-        dup_records = self._records()[1]
+        dup_records = self._cached("records", self._records)[1]
         if dup_records:
             out.append(_failure_rows("ingest", pa.array([r for r, _ in dup_records], pa.string()), "ingest",
                                      pa.array([d for _, d in dup_records], pa.string())))
@@ -334,9 +388,9 @@ class NodeStore:
                 s = s.filter(pa.compute.is_in(s["image_id"], live))  # images since removed are no failure
                 # one failure per (image, annotator), not one per produced node type
                 s = s.group_by(["image_id", "error"]).aggregate([]).sort_by("image_id")
-                name = "import" if folder == self.imported_dir else folder.parent.name
-                out.append(_failure_rows("ingest" if name == "import" else "annotate", s["image_id"], name,
-                                         s["error"]))
+                name = self.annotator_of(folder)
+                out.append(_failure_rows("ingest" if folder == self.imported_dir else "annotate", s["image_id"],
+                                         name, s["error"]))
         table = pa.concat_tables(out)
         return table.sort_by([("stage", "ascending"), ("annotator", "ascending"), ("source", "ascending"),
                               ("reason", "ascending")])

@@ -15,12 +15,9 @@ carries the record id, `description`, `quality_assessment` and `collection`. Her
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipelines.source_layouts import SUBJECT_ROLES
 
@@ -43,14 +40,7 @@ def load_subjects(store) -> list[Subject]:
     records = {r: roles for r, roles in records.items() if roles["view_0"] != roles["view_1"]}
     if not records:
         return []
-    images = store.image_summary()
-    first = images.filter(pc.equal(images["role"], "view_0"))
-    metas: dict[str, dict] = {}
-    for part in sorted(set(first["part"].to_pylist())):
-        t = pq.read_table(store.images_dir / f"part-{part}.parquet", columns=["meta"])
-        for meta in map(json.loads, t["meta"].to_pylist()):
-            if meta.get("role") == "view_0" and meta.get("record") in records:
-                metas.setdefault(meta["record"], meta)
+    metas = store.member_meta("view_0")
     out = []
     for record in sorted(records):
         meta = metas.get(record, {})

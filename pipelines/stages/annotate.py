@@ -37,8 +37,8 @@ from pipelines.annotator_runtime import build_annotator, encode_output
 from pipelines.catalog import Catalog
 from pipelines.images import decode_rgb
 from pipelines.params import Params
-from pipelines.store import (NODE_SCHEMA, NodeStore, clean_temp_files, folder_summary, part_id, part_name,
-                             part_writer, remove_tree, write_json)
+from pipelines.store import (IMPORT_ANNOTATOR, NODE_SCHEMA, NodeStore, clean_temp_files, folder_summary, part_id,
+                             part_name, part_writer, remove_tree, write_json)
 
 _TRANSIENT = re.compile(r"out of memory|CUDA error: (unspecified launch failure|an illegal memory access)|"
                         r"device (lost|not ready)|ECC error|NCCL|timed? ?out", re.IGNORECASE)
@@ -399,7 +399,7 @@ def run_annotate(params: Params, store: NodeStore, progress=None) -> list[dict]:
     # configured annotator makes; an annotator of the same node type takes its place everywhere
     imported = folder_summary(store.imported_dir)
     imported = imported.filter(pa.compute.is_null(imported["error"]))
-    made.update({node: ("import", store.imported_dir) for node in sorted(set(imported["node_type"].to_pylist()))
+    made.update({node: (IMPORT_ANNOTATOR, store.imported_dir) for node in sorted(set(imported["node_type"].to_pylist()))
                  if node not in made})
     Catalog.write(store, made, online_nodes(params), params.annotate.plugins)
     return results

@@ -129,17 +129,13 @@ def plan_shards(params: Params, store: NodeStore, cat: Catalog) -> list[dict]:
 
 def _locate(items: list[dict], cat: Catalog, index) -> None:
     """Each needed cell's part file (relative to the store), from the compact index in one pass."""
-    image_cells = sorted({i for item in items for n, i in item["cells"] if cat.nodes[n].annotator != "mine"})
+    image_cells = sorted({i for item in items for _, i in item["cells"]})
     pos = dict(zip(image_cells, index.positions(image_cells).tolist())) if image_cells else {}
     parts = index.parts
     for item in items:
         located = []
-        for node, image_id in item["cells"]:
-            loc = cat.nodes[node]
-            if loc.annotator == "mine":
-                path = cat.part_path(node, image_id)
-            else:
-                path = loc.folder / f"part-{parts[pos[image_id]].as_py()}.parquet"
+        for node, image_id in item["cells"]:  # every node folder has one part per image part, same id
+            path = cat.nodes[node].folder / f"part-{parts[pos[image_id]].as_py()}.parquet"
             located.append([node, image_id, str(path.relative_to(cat.store.root))])
         item["cells"] = json.dumps(located)
 
@@ -158,7 +154,7 @@ def quality_table(store: NodeStore, cat: Catalog) -> pa.Table:
         s = s.filter(pa.compute.is_valid(s["quality"]))
         if s.num_rows:
             rel = str(folder.relative_to(store.root))
-            tables.append(pa.table({"annotator": [folder.parent.name] * s.num_rows, "node_type": s["node_type"],
+            tables.append(pa.table({"annotator": [store.annotator_of(folder)] * s.num_rows, "node_type": s["node_type"],
                                     "image_id": s["image_id"], "reason": s["quality"],
                                     "part": [f"{rel}/part-{p}.parquet" for p in s["part"].to_pylist()]},
                                    schema=QUALITY_SCHEMA))

@@ -24,10 +24,9 @@ from pipelines.images import ImageRejected, content_id, decode_for_store, encode
 from pipelines.params import IngestParams, Params, SourceParams
 from pipelines.source_layouts import layout_of
 from pipelines.sources import Entry, list_entries, load_chunk
-from pipelines.store import (NODE_SCHEMA, NodeStore, clean_temp_files, folder_summary, part_id, part_name,
-                             write_json, write_table)
+from pipelines.store import (IMPORT_ANNOTATOR, NODE_SCHEMA, NodeStore, clean_temp_files, folder_summary, part_id,
+                             part_name, write_json, write_table)
 
-IMPORT_ANNOTATOR = "import"  # the annotator name of nodes a source brings (catalog, failures)
 INGEST_VERSION = "3"  # 3: DCT-scale JPEG decode when shrinking 2x or more, area-filter shrink
 LISTING_SCHEMA = pa.schema([
     ("ref", pa.string()), ("container", pa.string()), ("stamp", pa.string()), ("reject", pa.string()),

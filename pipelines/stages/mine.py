@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -43,14 +42,10 @@ PAIR_REF_SCHEMA = pa.schema([
 CELL_COLUMNS = ("source_node", "source_image", "edited_node", "edited_image")
 
 
-def mined_dir(store: NodeStore) -> Path:
-    return store.mined_dir
-
-
-def cell_key(node: str, image_id: str, folder: str = "") -> str:
+def cell_key(cat: Catalog, node: str, image_id: str) -> str:
     """The embedding key of a cell: an image's content id, or `<image id>/<node>@<annotator folder>` for a
     node of it (the folder is keyed by the annotator's params and code, so changed outputs get new keys)."""
-    return image_id if node == "image" else f"{image_id}/{node}@{folder}"
+    return image_id if node == "image" else f"{image_id}/{node}@{cat.nodes[node].folder.name}"
 
 
 def edit_nodes(params: Params) -> list[str]:
@@ -60,10 +55,10 @@ def edit_nodes(params: Params) -> list[str]:
     return sorted(n for n in produced_nodes(params) if NODE_TYPES.get(n) and NODE_TYPES[n].group == "synthetic_edit")
 
 
-def _pair_row(pair_id, source, edited, instruction, origin, cat: Catalog | None = None) -> dict:
-    folder = (lambda node: cat.nodes[node].folder.name) if cat is not None else (lambda node: "")
-    return {"pair_id": pair_id, "source_id": cell_key(*source, folder(source[0])),
-            "edited_id": cell_key(*edited, folder(edited[0])),
+def _pair_row(cat: Catalog, pair_id: str, source: tuple[str, str], edited: tuple[str, str], instruction: str,
+              origin: str) -> dict:
+    """One pair: ids are the embedding keys of its cells, (node, image id) the cells themselves."""
+    return {"pair_id": pair_id, "source_id": cell_key(cat, *source), "edited_id": cell_key(cat, *edited),
             "source_node": source[0], "source_image": source[1], "edited_node": edited[0],
             "edited_image": edited[1], "instruction": instruction, "origin": origin}
 
@@ -74,14 +69,7 @@ def corpus_pairs(store: NodeStore, cat: Catalog) -> list[dict]:
     if not records:
         return []
     index = cat.node_index()
-    images = store.image_summary()
-    members = images.filter(pc.equal(images["role"], "edited"))
-    texts: dict[str, str] = {}
-    for part in sorted(set(members["part"].to_pylist())):  # only the meta of parts that hold pairs
-        t = pq.read_table(store.images_dir / f"part-{part}.parquet", columns=["meta"])
-        for meta in map(json.loads, t["meta"].to_pylist()):
-            if meta.get("role") == "edited" and meta.get("record"):
-                texts.setdefault(meta["record"], meta.get("text", ""))
+    texts = {r: meta.get("text", "") for r, meta in store.member_meta("edited").items()}
     ids = sorted(records)
     live = index.has("image")
     pos_src = index.positions([records[r]["source"] for r in ids])
@@ -89,23 +77,24 @@ def corpus_pairs(store: NodeStore, cat: Catalog) -> list[dict]:
     rows = []
     for r, ps, pe in zip(ids, pos_src.tolist(), pos_edt.tolist()):
         if ps >= 0 and pe >= 0 and live[ps] and live[pe] and texts.get(r):
-            rows.append(_pair_row(r, ("image", records[r]["source"]), ("image", records[r]["edited"]), texts[r],
-                                  "corpus"))
+            rows.append(_pair_row(cat, r, ("image", records[r]["source"]), ("image", records[r]["edited"]),
+                                  texts[r], "corpus"))
     return rows
 
 
-def _node_metas(cat: Catalog, node: str) -> list[tuple[str, dict]]:
-    """(image id, meta) of the usable rows of one node type (meta only: no image bytes are read)."""
+def _node_metas(cat: Catalog, node: str) -> list[tuple[str, dict, int]]:
+    """(image id, meta, position in the node index) of the usable rows of one node type (meta only:
+    no image bytes are read)."""
     index = cat.node_index()
+    ok = index.has(node)
     out = []
     for part in sorted(cat.nodes[node].folder.glob("part-*.parquet")):
         t = pq.read_table(part, columns=["image_id", "meta", "error", "quality"], filters=[("node_type", "=", node)])
         t = t.filter(pc.and_(pc.is_null(t["error"]), pc.is_null(t["quality"])))
-        ok = index.has(node)
         for image_id, meta, pos in zip(t["image_id"].to_pylist(), t["meta"].to_pylist(),
                                        index.positions(t["image_id"]).tolist()):
             if pos >= 0 and ok[pos]:
-                out.append((image_id, json.loads(meta or "{}")))
+                out.append((image_id, json.loads(meta or "{}"), pos))
     return out
 
 
@@ -115,15 +104,15 @@ def store_pairs(params: Params, store: NodeStore, cat: Catalog) -> list[dict]:
     rows = []
     for node in edit_nodes(params):
         if node in cat.nodes:
-            rows += [_pair_row(f"{i}-{node}", ("image", i), (node, i), m["instruction"], "synthetic_edit", cat)
-                     for i, m in _node_metas(cat, node) if m.get("instruction")]
+            rows += [_pair_row(cat, f"{i}-{node}", ("image", i), (node, i), m["instruction"], "synthetic_edit")
+                     for i, m, _ in _node_metas(cat, node) if m.get("instruction")]
     index = cat.node_index()
     for node in sorted(n for n in cat.nodes if NODE_TYPES.get(n) and NODE_TYPES[n].group == "synthetic_pair"):
-        for i, m in _node_metas(cat, node):
+        for i, m, pos in _node_metas(cat, node):
             source = m.get("source_node")
-            if source and m.get("instruction") and index.has(source)[index.positions([i])[0]]:
-                rows.append(_pair_row(m.get("pair_id") or f"{i}-{node}", (source, i), (node, i), m["instruction"],
-                                      "analogous", cat))
+            if source and m.get("instruction") and index.has(source)[pos]:
+                rows.append(_pair_row(cat, m.get("pair_id") or f"{i}-{node}", (source, i), (node, i),
+                                      m["instruction"], "analogous"))
     return rows
 
 
@@ -161,7 +150,7 @@ def _with_cells(quads: pa.Table, pairs: pa.Table) -> pa.Table:
 def run_mine_stage(params: Params, store: NodeStore, log=print) -> dict:
     from mining.stage import embed_and_mine, kmeans_backends
 
-    out = mined_dir(store)
+    out = store.mined_dir
     recover_folder(out)
     staging = staging_folder(out)
     if not params.mine.enabled:  # an empty set: no stale quadruplets reach the next sample

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.catalog import Catalog, StageOrderError
@@ -92,10 +93,10 @@ def _mined_rows(store: NodeStore, cat: Catalog, sp: SamplerParams) -> list[dict]
     ok = np.ones(quads.num_rows, bool)
     for side in ("a", "b"):
         for role in ("source", "edited"):
-            nodes = quads[f"{role}_node_{side}"].to_pylist()
+            nodes = quads[f"{role}_node_{side}"]
             pos = index.positions(quads[f"{role}_image_{side}"])
-            for node in set(nodes):
-                rows = np.array([n == node for n in nodes])
+            for node in pc.unique(nodes).to_pylist():
+                rows = pc.equal(nodes, node).to_numpy(zero_copy_only=False)
                 ok[rows] &= (pos[rows] >= 0) & index.has(node)[np.maximum(pos[rows], 0)]
     return quads.filter(pa.array(ok)).to_pylist()
 
