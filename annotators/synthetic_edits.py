@@ -49,6 +49,10 @@ class EditFamily:
     words: Callable[[Params], dict[str, str]]
     key: str
     description: str
+    # The params that change what the edit does (flip axis, hue bucket, shape colour and place), as
+    # {name: value}: two edits with equal `transform_key` are one transformation; magnitudes that only
+    # change how strongly it shows (a sepia strength, a rotation's degrees) are left out.
+    meaning: Callable[[Params], dict[str, str]] = lambda p: {}
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
@@ -286,6 +290,23 @@ def _shape_apply(image, p):
 
 # ---------------------------------------------------------------- the families
 
+def _m(*names: str) -> Callable[[Params], dict[str, str]]:
+    """The meaning of an edit: these params, as strings."""
+    return lambda p: {n: str(p[n]).lower() for n in names}
+
+
+def hue_bucket(degrees: int) -> int:
+    """The nearest multiple of 60 (halves up: 90 -> 120, 150 -> 180): shifts 30 degrees apart look
+    alike, and opposite turns (60 and 300) never share a bucket."""
+    return int((int(degrees) + 30) // 60) * 60
+
+
+def transform_key(family: str, params: Params) -> str:
+    """`edit_<family>` plus the params that change its meaning: the label quadruplets pair by."""
+    meaning = EDIT_FAMILIES[family].meaning(params)
+    return f"edit_{family}" + "".join(f"/{k}={v}" for k, v in sorted(meaning.items()))
+
+
 def _w(**fixed: Callable[[Params], str]) -> Callable[[Params], dict[str, str]]:
     return lambda p: {k: f(p) for k, f in fixed.items()}
 
@@ -302,7 +323,7 @@ EDIT_FAMILIES: dict[str, EditFamily] = {f.name: f for f in (
                ("Convert the photo into a {kind}.", "Make it look like a {kind} drawn by hand.",
                 "Redraw this picture as a {kind}."),
                _w(kind=lambda p: "coloured pencil sketch" if p["colour"] else "black and white pencil sketch"),
-               "kind", "cv2.pencilSketch (grey or colour)"),
+               "kind", "cv2.pencilSketch (grey or colour)", _m("colour")),
     EditFamily("cartoon", "stylisation", _cartoon_sample, _cartoon_apply,
                ("Cartoonise the image with {levels} tone levels per colour.",
                 "Make it look like a cartoon with flat colours ({levels} levels) and dark outlines.",
@@ -312,12 +333,14 @@ EDIT_FAMILIES: dict[str, EditFamily] = {f.name: f for f in (
     EditFamily("hue_rotate", "colour", _hue_sample, _hue_apply,
                ("Rotate the hue by {degrees} degrees.", "Shift every colour {degrees} degrees around the colour wheel.",
                 "Change the colours by turning the hue {degrees} degrees."),
-               _w(degrees=lambda p: str(p["degrees"])), "degrees", "HSV hue rotation"),
+               _w(degrees=lambda p: str(p["degrees"])), "degrees", "HSV hue rotation",
+               lambda p: {"degrees": str(hue_bucket(p["degrees"]))}),
     EditFamily("curves", "colour", _curves_sample, _curves_apply,
                ("Apply a {look} tone curve at {amount}% strength.", "Give the photo a {look} look ({amount}%).",
                 "Adjust the curves for a {look} result, {amount} percent."),
                _w(look=lambda p: "punchy S-curve" if p["style"] == "s_curve" else "faded matte",
-                  amount=lambda p: str(p["amount"])), "amount", "tone curve: S-curve contrast or faded blacks"),
+                  amount=lambda p: str(p["amount"])), "amount", "tone curve: S-curve contrast or faded blacks",
+               _m("style")),
     EditFamily("sepia", "colour", _sepia_sample, _sepia_apply,
                ("Add a sepia tone at {strength}% strength.", "Make it look like an old sepia photograph ({strength}%).",
                 "Apply a {strength} percent sepia filter."),
@@ -327,24 +350,25 @@ EDIT_FAMILIES: dict[str, EditFamily] = {f.name: f for f in (
                 "Recolour the image as a duotone from {shadow} shadows to {highlight} highlights.",
                 "Apply a two-colour {shadow}/{highlight} gradient map."),
                _w(shadow=lambda p: p["shadow"], highlight=lambda p: p["highlight"]), "shadow",
-               "luma mapped onto a two-colour gradient"),
+               "luma mapped onto a two-colour gradient", _m("shadow", "highlight")),
     EditFamily("temperature", "colour", _temperature_sample, _temperature_apply,
                ("Make the colours {direction} by {amount}%.", "Shift the white balance {amount} percent {direction}.",
                 "Give the photo a {direction} colour temperature ({amount}%)."),
                _w(direction=lambda p: p["direction"], amount=lambda p: str(p["amount"])), "direction",
-               "white-balance gains: red up and blue down (warmer) or the reverse"),
+               "white-balance gains: red up and blue down (warmer) or the reverse", _m("direction")),
     EditFamily("flip", "geometric", _flip_sample, _flip_apply,
                ("Flip the image {axis}ly.", "Mirror the picture {axis}ly.", "Make a {axis} flip of the photo."),
-               _w(axis=lambda p: p["axis"]), "axis", "horizontal or vertical mirror"),
+               _w(axis=lambda p: p["axis"]), "axis", "horizontal or vertical mirror", _m("axis")),
     EditFamily("zoom_crop", "geometric", _zoom_sample, _zoom_apply,
                ("Zoom in {zoom}x on the {anchor}.", "Crop to the {anchor} with a {zoom}x zoom.",
                 "Magnify the {anchor} of the picture {zoom} times."),
-               _w(zoom=lambda p: f"{p['zoom']:g}", anchor=lambda p: p["anchor"]), "zoom", "crop and upscale"),
+               _w(zoom=lambda p: f"{p['zoom']:g}", anchor=lambda p: p["anchor"]), "zoom", "crop and upscale",
+               _m("anchor")),
     EditFamily("rotate", "geometric", _rotate_sample, _rotate_apply,
                ("Rotate the picture {degrees} degrees {direction}.", "Tilt the photo {direction} by {degrees} degrees.",
                 "Turn the image {degrees} degrees {direction}, cropping the corners."),
                _w(degrees=lambda p: str(p["degrees"]), direction=lambda p: p["direction"]), "degrees",
-               "small rotation zoomed to fill the frame"),
+               "small rotation zoomed to fill the frame", _m("direction")),
     EditFamily("vignette", "local", _vignette_sample, _vignette_apply,
                ("Add a dark vignette at {strength}% strength.",
                 "Darken the corners with a {strength} percent vignette.",
@@ -353,13 +377,14 @@ EDIT_FAMILIES: dict[str, EditFamily] = {f.name: f for f in (
     EditFamily("blur_background", "local", _focus_sample, _focus_apply,
                ("Blur everything except the {region} of the image.",
                 "Keep the {region} sharp and blur the rest.", "Add a shallow depth of field focused on the {region}."),
-               _w(region=lambda p: p["region"]), "region", "Gaussian blur outside a kept ellipse"),
+               _w(region=lambda p: p["region"]), "region", "Gaussian blur outside a kept ellipse", _m("region")),
     EditFamily("add_shape", "local", _shape_sample, _shape_apply,
                ("Add a {colour} {shape} in the {position}.",
                 "Draw a {colour} {shape} at the {position} of the picture.",
                 "Put a solid {colour} {shape} in the {position} of the image."),
                _w(colour=lambda p: p["colour"], shape=lambda p: p["shape"], position=lambda p: p["position"]),
-               "colour", "a filled shape drawn at a named position"),
+               "colour", "a filled shape drawn at a named position",
+               _m("shape", "colour", "position")),
 )}
 
 
@@ -422,7 +447,7 @@ class EditAnnotator(Annotator):
     """Base of the generated `edit_<family>` annotators."""
 
     family: ClassVar[str]
-    version = "1"
+    version = "2"  # 2: meta.transform_key
     resources = Resources(batch_size=16, concurrency=2, num_cpus=1.0)
 
     def annotate(self, inputs, image_ids):
@@ -434,8 +459,9 @@ class EditAnnotator(Annotator):
             p = self.params
             quality = no_op_quality(gate_view(item["image"], p.gate_region), gate_view(array, p.gate_region),
                                     p.no_op_min_changed, p.no_op_delta)
-            out.append({node: NodeOutput(array, {"family": self.family, "instruction": instruction, "params": params},
-                                         quality)})
+            meta = {"family": self.family, "instruction": instruction, "params": params,
+                    "transform_key": transform_key(self.family, params)}
+            out.append({node: NodeOutput(array, meta, quality)})
         return out
 
 

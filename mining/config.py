@@ -118,6 +118,15 @@ class FilterParams(_Strict):
     min_task_vector_norm: float = Field(
         0.02, ge=0, description="drop a pair whose ||l2(E(A')) - l2(E(A))|| is below this: the edit changed "
                                 "nothing the embedder sees (A' = A), so it teaches nothing")
+    drop_instruction_conflicts: bool = Field(
+        True, description="drop a candidate whose two instructions name one attribute with no value in common "
+                          "(horizontal vs vertical, add vs remove, red vs blue: mining/instruction_conflicts.py), "
+                          "which the text cosine misses (MiniLM: 0.95 for a horizontal vs a vertical flip); "
+                          "False: the check is still computed and written (pass_instruction), nothing dropped")
+    conflict_number_ratio: float | None = Field(
+        None, ge=1, description="None: magnitudes never conflict (15 vs 20 degrees is one task; how alike the "
+                                "two edits are is the task-vector cosine's job); a ratio r: two values of one unit "
+                                "(degrees, percent, x/times) conflict when the larger exceeds r x the smaller")
 
 
 class MineParams(_Strict):

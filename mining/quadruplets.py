@@ -43,6 +43,7 @@ CANDIDATE_SCHEMA = pa.schema(list(QUADRUPLET_SCHEMA) + [
     pa.field("delta_norm_a", pa.float32()), pa.field("delta_norm_b", pa.float32()),
     pa.field("pass_distinct", pa.bool_()), pa.field("pass_task_vector", pa.bool_()),
     pa.field("pass_visual", pa.bool_()), pa.field("pass_text", pa.bool_()),
+    pa.field("pass_instruction", pa.bool_()),  # no instruction conflict (written even when the check is off)
     pa.field("reason", pa.string()),  # null when kept; else mining.filters.DROP_REASONS
 ])
 DEDUP_SCHEMA = pa.schema([
@@ -136,7 +137,8 @@ def mine(pairs: pa.Table | dict, source_emb: np.ndarray, edited_emb: np.ndarray,
     shared = pc.or_(pc.or_(pc.equal(src_a, src_b), pc.equal(ed_a, ed_b)),
                     pc.or_(pc.equal(src_a, ed_b), pc.equal(ed_a, src_b)))
     shared = pc.fill_null(shared, False).to_numpy(zero_copy_only=False).astype(bool)
-    scores = dual_filter(source_emb, text_emb, a, b, params.filters, shared_image=shared, delta_norm=delta_norm)
+    scores = dual_filter(source_emb, text_emb, a, b, params.filters, shared_image=shared, delta_norm=delta_norm,
+                         instructions=instruction)
     reasons = scores.reasons()
     candidates = pa.table({
         "pair_id_a": _take(pair_id, a), "pair_id_b": _take(pair_id, b),
@@ -147,6 +149,7 @@ def mine(pairs: pa.Table | dict, source_emb: np.ndarray, edited_emb: np.ndarray,
         "delta_norm_a": pa.array(delta_norm[a]), "delta_norm_b": pa.array(delta_norm[b]),
         "pass_distinct": pa.array(scores.pass_distinct), "pass_task_vector": pa.array(scores.pass_task_vector),
         "pass_visual": pa.array(scores.pass_visual), "pass_text": pa.array(scores.pass_text),
+        "pass_instruction": pa.array(scores.pass_instruction),
         "reason": pa.array(reasons, type=pa.string()),
     }, schema=CANDIDATE_SCHEMA)
     keep = scores.keep

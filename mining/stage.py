@@ -215,6 +215,22 @@ def embed_and_mine(pairs: Any, params: MineParams, cache_dir: str | Path, reader
     return result
 
 
+def instruction_filter_heldout(params: MineParams, cache_dir: str | Path) -> dict:
+    """The instruction filter (text cosine >= tau_text and no conflict) scored on the held-out set of
+    opposite and paraphrased instruction pairs (mining/instruction_pairs_heldout.yaml), with the
+    configured text embedder: its precision goes into the manifest and the report."""
+    from mining.instruction_conflicts import heldout_agreement
+
+    text_embedder = make_text_embedder(params.embed, make_image_embedder(params.embed))
+    cache = EmbeddingCache(Path(cache_dir) / "embeddings", text_embedder.key)
+
+    def embed(texts: list[str]) -> np.ndarray:
+        embed_texts(texts, params, cache, use_ray=False)
+        return cache.get([text_id(t) for t in texts])
+
+    return heldout_agreement(embed, params.filters)
+
+
 def run_mine(pairs: Any, params: MineParams, cache_dir: str | Path) -> pa.Table:
     """Quadruplets of a pair corpus (columns pair_id, source_id, edited_id, source_bytes,
     edited_bytes, instruction) as a pyarrow table (mining.quadruplets.QUADRUPLET_SCHEMA):

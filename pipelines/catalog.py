@@ -50,10 +50,14 @@ class NodeIndex:
     """Live images and which node types each holds, as compact columns (no per-row Python objects).
 
     `ids`: sorted Arrow string array of image ids; `parts`: each one's image part id;
-    `has(node)`: a bool array aligned with ids."""
+    `has(node)`: a bool array aligned with ids: the photos that hold the node, what tasks draw from;
+    `has_cell(node)`: the same, but an image cell of a non-photo record member (an edit pair's
+    edited image) counts too: only its own record's pair may show it."""
 
-    def __init__(self, ids: pa.Array, parts: pa.Array, masks: dict[str, np.ndarray]):
+    def __init__(self, ids: pa.Array, parts: pa.Array, masks: dict[str, np.ndarray],
+                 members: np.ndarray | None = None):
         self.ids, self.parts, self._masks = ids, parts, masks
+        self._members = members  # live non-photo record members (None: there are none)
         self._keys: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -65,6 +69,11 @@ class NodeIndex:
     def has(self, node: str) -> np.ndarray:
         mask = self._masks.get(node)
         return mask if mask is not None else np.zeros(len(self.ids), bool)
+
+    def has_cell(self, node: str) -> np.ndarray:
+        if node == "image" and self._members is not None:
+            return self.has("image") | self._members
+        return self.has(node)
 
     def positions(self, image_ids) -> np.ndarray:
         """Index of each id in `ids` (-1 when absent): a binary search in a byte-string copy of the
@@ -146,10 +155,25 @@ class Catalog:
             if self.references():
                 masks[REFERENCE] = reference_mask(ids, usable, self.references(), NodeIndex(ids, parts, {}).positions)
             # --- end issue 14
-            for node in masks:  # nothing of a flagged source image is used
-                masks[node] &= usable
-            self._index = NodeIndex(ids, parts, masks)
+            members = self._non_photo_members(images, ids) & usable
+            for node in masks:  # nothing of a flagged source image is used, nor an edited image as a photo
+                masks[node] &= usable & ~members
+            self._index = NodeIndex(ids, parts, masks, members if members.any() else None)
         return self._index
+
+    @staticmethod
+    def _non_photo_members(images: pa.Table, ids: pa.Array) -> np.ndarray:
+        """Images that some input gave in a non-photo role (source_layouts: an edit pair's `edited`),
+        stored or a duplicate of a stored image: even when the same bytes also came as a plain photo,
+        they stay the edited side of their pair."""
+        from pipelines.source_layouts import non_photo_roles
+
+        roles = non_photo_roles()
+        mask = np.zeros(len(ids), bool)
+        if roles and images.num_rows:
+            member_ids = images.filter(pc.is_in(images["role"], value_set=pa.array(roles, pa.string())))["image_id"]
+            mask[pc.index_in(member_ids, value_set=ids).drop_null().to_numpy()] = True
+        return mask
 
     def vectors(self, node: str) -> tuple[np.ndarray, np.ndarray]:
         """(mask, matrix) of a vector node (embeddings "f32", hashes "u8") aligned with node_index().ids;
@@ -232,7 +256,8 @@ class Catalog:
         for folder in sorted({loc.folder for loc in self.nodes.values()}):
             names = sorted(p.name for p in folder.glob("part-*.parquet"))
             digest.update(f"{folder.relative_to(self.store.root)}\n{','.join(names)}\n".encode())
-        for extra in (self.store.images_dir / "tombstones.parquet", self.store.mined_dir / "quadruplets.parquet"):
+        for extra in (self.store.images_dir / "tombstones.parquet", self.store.quadruplets_path,
+                      self.store.labelled_pairs_path):
             if extra.exists():
                 digest.update(hashlib.sha256(extra.read_bytes()).digest())
         return digest.hexdigest()[:16]

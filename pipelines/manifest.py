@@ -54,6 +54,8 @@ def build_manifest(params: Params, store, out: Path, cat, failures) -> dict:
     reasons = Counter(f"{stage}/{reason}" for stage, reason in zip(failures["stage"].to_pylist(),
                                                                     failures["reason"].to_pylist()))
     mining = store.mined_dir / "mined.json"
+    sampled = store.samples_dir / "inputs.json"
+    summary = json.loads(sampled.read_text())["summary"] if sampled.exists() else {}
     return {
         "schema": "vicl.manifest/2",
         "counts": {
@@ -67,6 +69,8 @@ def build_manifest(params: Params, store, out: Path, cat, failures) -> dict:
         },
         "online_nodes": sorted(cat.online),
         "mining": json.loads(mining.read_text()) if mining.exists() else None,
+        # the task mix per family and origin, and how edit quadruplets were paired (their precision)
+        "task_mix": summary.get("mix"), "edit_pairing": summary.get("edit_pairing"),
         "params": params.model_dump(mode="json"),  # paths as given: relative ones keep two build folders alike
         "versions": package_versions(),
         "files": files,

@@ -1,7 +1,8 @@
 """`vicl report`: what the dataset holds, as numbers (report.json) and plots (report.html).
 
 Counts per task (per split), per node type, per VisRel axis cell, per meta-task, mined cluster
-sizes (when the mine stage ran), failures per reason, and the leakage report. Plots are
+sizes (when the mine stage ran), failures per reason, and the leakage report; the task mix per
+family and origin and the edit quadruplets with their instructions (pipelines/report_edits.py). Plots are
 matplotlib PNGs (Agg backend) next to the page: `<out>/report/`.
 
 The quality section (from `<out>/quality.parquet`): outputs held back by the quality gates per
@@ -22,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.node_types import LOCALITY_LEVELS, SEMANTIC_LEVELS
+from pipelines.report_edits import collect_edits, edits_html
 from pipelines.store import NodeStore, write_bytes, write_json
 
 
@@ -40,7 +42,7 @@ def collect(params, store: NodeStore) -> dict:
     failures = pq.read_table(out / "failures.parquet").to_pylist() if (out / "failures.parquet").exists() \
         else store.failures().to_pylist()
     clusters: dict[str, int] = {}
-    quads = store.root / "mined" / "quadruplets.parquet"
+    quads = store.quadruplets_path
     if quads.exists():
         table = pq.read_table(quads)
         if "cluster" in table.column_names:
@@ -113,6 +115,7 @@ def write_report(params, store: NodeStore) -> Path:
     root = Path(params.paths.out) / "report"
     data = collect(params, store)
     data["quality"] = collect_quality(params, store, root)
+    data["edits"] = collect_edits(store, root)
     write_json(data, root / "report.json")
     images = plot(data, root)
     leak = data["leakage"] or {}
@@ -128,7 +131,7 @@ def write_report(params, store: NodeStore) -> Path:
             f"in train, {leak.get('eval_samples_sharing_an_image_with_train', 'n/a')} sharing an image</p>"
             + "".join(f'<img src="{name}" alt="{name}"><br>' for name in images)
             + "<table><tr><th>task</th><th>train</th><th>eval</th><th>eval_unseen</th></tr>"
-            + rows + "</table>" + quality_html(data["quality"]) + "</body></html>")
+            + rows + "</table>" + edits_html(data["edits"]) + quality_html(data["quality"]) + "</body></html>")
     write_bytes(page.encode(), root / "report.html")
     return root / "report.html"
 

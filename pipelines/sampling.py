@@ -12,8 +12,10 @@ last. Condition columns are shuffled by one permutation shared by all rows, the 
 column stays last; the cell to generate is the query row's last cell, or with probability
 `cloze_probability` a random cell of that row (`target_cell`). Each (split, task) has its own
 RNG stream from (seed, split, task), so adding a task never changes another task's samples.
-A 2-column task with 2 rows is VIRAL's quadruplet (A, A', B, B'); mined quadruplets from the
-mining stage become the task `mined_edit` (`mined_samples`).
+A 2-column task with 2 rows is VIRAL's quadruplet (A, A', B, B'); the rows of a task whose path
+holds a node with transform keys (synthetic edits) or categories share one key. Edit quadruplets
+(mined and label-paired, pipelines/edit_quadruplets.py) become the task `mined_edit`; the task mix
+(pipelines/task_mix.py) sets how many samples each task gets per split.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from collections import defaultdict
 
 import numpy as np
 
+from pipelines.edit_quadruplets import draw, label_quadruplets, merge, mined_quadruplets, quadruplet_sample
 from pipelines.instructions import build_instruction
 from pipelines.sampling_params import SamplerParams
 from pipelines.splits import split_of_group
+from pipelines.task_mix import apply_budget, water_fill
 from pipelines.tasks import Task, enumerate_tasks, load_families, mined_task
 
 EVAL_UNSEEN = "eval_unseen"  # split of the held-out tasks (unseen-task evaluation)
@@ -177,13 +181,59 @@ def _from_plain(index: dict[str, set[str]], split_of, groups, embeddings):
         embeddings
 
 
+def eval_count(params) -> int:
+    """Samples per task in an eval split: `eval_samples_per_task`, else samples_per_task x eval_fraction."""
+    if params.eval_samples_per_task is not None:
+        return params.eval_samples_per_task
+    return max(1, round(params.samples_per_task * params.eval_fraction))
+
+
+def _pool_keys(task: Task, categories: dict, transforms: dict, transform_nodes: set[str]):
+    """The function image id -> the key all rows of a sample must share, or None when the task has
+    none: its category (same-category tasks) and the transform key of each path node that has one
+    (a synthetic edit's family and meaning: rows that flip along different axes are not one task)."""
+    keyed = [n for n in task.path if n in transform_nodes]
+    if not task.same_category and not keyed:
+        return None
+    cat_node = _category_node(task, categories) if task.same_category else None
+
+    def key(image_id: str):
+        parts = [categories.get((cat_node, image_id))] if cat_node else []
+        parts += [transforms.get((n, image_id)) for n in keyed]
+        return None if any(p is None for p in parts) else tuple(parts)
+    return key
+
+
+def _eligible(task: Task, mask: np.ndarray, ids, key_of) -> tuple[np.ndarray, dict | None, dict]:
+    """(eligible positions, pools by position, key by position) of one task in one split."""
+    eligible = np.nonzero(mask)[0]
+    if key_of is None:
+        return eligible, None, {}
+    by_key = defaultdict(list)
+    keys = {}
+    for i in eligible.tolist():
+        k = key_of(ids[i])
+        if k is not None:
+            by_key[k].append(i)
+            keys[i] = k
+    eligible = np.array(sorted(keys), np.int64)
+    pools = {i: np.array(members, np.int64) for members in by_key.values() for i in members}
+    return eligible, pools, keys
+
+
 def sample(index, tasks: list[Task], params, *, split_of=None, groups=None, embeddings=None,
            categories: dict[tuple[str, str], str] | None = None, captions: dict[str, str] | None = None,
-           mined: list[dict] | None = None) -> list[dict]:
-    """Samples of every task and split, keyed `<split>_<9 digits>` in generation order.
+           transforms: dict[tuple[str, str], str] | None = None, mined: list[dict] | None = None,
+           labelled: list[dict] | None = None) -> list[dict]:
+    """Samples of every task and split, keyed `<split>_<9 digits>` in generation order: the graph
+    tasks' (split by split, task by task), then the edit quadruplets' (`mined_edit`, split by split).
 
     `index`: the catalog's NodeIndex, or {node: set of ids}; `split_of`, `groups`, `embeddings`:
-    arrays aligned with the index's sorted ids (or the dict forms)."""
+    arrays aligned with the index's sorted ids (or the dict forms). `transforms`: {(node, image id):
+    transform key} of nodes whose rows must share one; `mined`: the mine stage's task-vector
+    quadruplets; `labelled`: its pairs of known transformation (pipelines/edit_quadruplets.py).
+    Counts per split come from the task mix (pipelines/task_mix.py): samples_per_task in train,
+    eval_count() in eval, the edit budget over both."""
     from pipelines.catalog import NodeIndex
 
     if not isinstance(index, NodeIndex):
@@ -192,8 +242,8 @@ def sample(index, tasks: list[Task], params, *, split_of=None, groups=None, embe
     split_arr = split_of if split_of is not None else np.array(
         [split_of_group(i, params.eval_fraction, params.seed) for i in index.ids.to_pylist()], dtype=object)
     group = groups if groups is not None else np.arange(n, dtype=np.int64)  # no grouping: each image alone
-    emb = embeddings
-    categories = categories or {}
+    categories, transforms = categories or {}, transforms or {}
+    transform_nodes = {node for node, _ in transforms}
     ids = _Ids(index.ids)
     heldout = set(params.heldout_tasks) | {t.name for t in tasks if t.family in params.heldout_families}
     eligible_of = {}
@@ -204,37 +254,75 @@ def sample(index, tasks: list[Task], params, *, split_of=None, groups=None, embe
         eligible_of[t.name] = mask
     is_train = split_arr == "train"
     seen = [t for t in tasks if t.name not in heldout]
-    counts = task_counts(seen, {t.name: int((eligible_of[t.name] & is_train).sum()) for t in seen}, params)
-    n_eval = max(1, round(params.samples_per_task * params.eval_fraction))
-    out = []
+    train_counts = task_counts(seen, {t.name: int((eligible_of[t.name] & is_train).sum()) for t in seen}, params)
+    n_eval = eval_count(params)
+    edits = _edit_candidates(index, split_arr, group, params, mined, labelled)
+    mined_name = mined_task().name
+    budget = params.edit_budget
+    plan, out = {}, []
     for split in SPLITS:
         if split != "train" and params.eval_fraction == 0:
             continue
         image_split = split_arr == ("eval" if split == EVAL_UNSEEN else split)
+        drawable, desired = {}, {}
         for task in tasks:
             if (task.name in heldout) != (split == EVAL_UNSEEN):
                 continue
-            eligible = np.nonzero(eligible_of[task.name] & image_split)[0]
-            pools = None
-            if task.same_category:
-                node = _category_node(task, categories)
-                by_cat = defaultdict(list)
-                for i in eligible.tolist():
-                    cat = categories.get((node, ids[i]))
-                    if cat:
-                        by_cat[cat].append(i)
-                eligible = np.array(sorted(i for members in by_cat.values() for i in members), np.int64)
-                pools = {i: np.array(members, np.int64) for members in by_cat.values() for i in members}
-            count = counts.get(task.name, 0) if split == "train" else n_eval
-            if not len(eligible) or count == 0:
-                continue
+            key_of = _pool_keys(task, categories, transforms, transform_nodes)
+            eligible, pools, keys = _eligible(task, eligible_of[task.name] & image_split, ids, key_of)
+            count = train_counts.get(task.name, 0) if split == "train" else n_eval
+            if len(eligible) and count:
+                drawable[task.name] = (task, eligible, pools, keys)
+                desired[task.name] = count
+        per_sub = params.samples_per_task if split == "train" else n_eval
+        for sub, rows in _edit_split(edits, split, mined_name in heldout).items():
+            desired[f"{mined_name}/{sub}"] = min(len(rows), per_sub)
+        families = {name: drawable[name][0].family if name in drawable else mined_task().family for name in desired}
+        counts = apply_budget(desired, {n for n, f in families.items() if f in budget.families}, budget.max_share)
+        if params.mined_max_samples is not None:
+            capped = water_fill({k: c for k, c in counts.items() if k not in drawable}, params.mined_max_samples)
+            counts.update(capped)
+        plan[split] = counts
+        for name, (task, eligible, pools, keys) in drawable.items():
             rng = task_rng(params.seed, split, task.name)
-            for _ in range(count):
-                out.append(draw_sample(task, split, eligible, rng, params, ids=ids, group=group, embeddings=emb,
-                                       pools=pools, captions=captions))
-    if mined:
-        out.extend(mined_samples(mined, {}, params))
+            for _ in range(counts[name]):
+                s = draw_sample(task, split, eligible, rng, params, ids=ids, group=group, embeddings=embeddings,
+                                pools=pools, captions=captions)
+                if keys:
+                    pool_key = keys[int(index.positions([s["image_ids"][-1]])[0])]
+                    s["scores"] = json.dumps({"pool_key": [str(k) for k in pool_key]}, sort_keys=True)
+                out.append(s)
+    for split, counts in plan.items():
+        rng = task_rng(params.seed, split, mined_name)
+        for sub, rows in sorted(_edit_split(edits, split, mined_name in heldout).items()):
+            picked = draw(rows, counts.get(f"{mined_name}/{sub}", 0), task_rng(params.seed, split, f"{mined_name}/{sub}"))
+            out.extend(quadruplet_sample(r, split, rng, params) for r in picked)
     return assign_keys(out)
+
+
+def _edit_candidates(index, split_arr: np.ndarray, group: np.ndarray, params, mined,
+                     labelled) -> dict[str, dict[str, list[dict]]]:
+    """{split: {sub-task: quadruplet rows}} of the mined and the labelled edit pairs."""
+    if not mined and not labelled:
+        return {}
+
+    def split_lookup(image_id: str) -> str:
+        pos = int(index.positions([image_id])[0])
+        return str(split_arr[pos]) if pos >= 0 else split_of(image_id, params.eval_fraction, params.seed)
+
+    def group_lookup(image_id: str):
+        pos = int(index.positions([image_id])[0])
+        return int(group[pos]) if pos >= 0 else image_id  # outside the index: a group of its own
+
+    return merge(label_quadruplets(labelled or [], split_lookup, params.seed, task_rng, group_lookup),
+                 mined_quadruplets(mined or [], split_lookup))
+
+
+def _edit_split(edits: dict, split: str, heldout: bool) -> dict[str, list[dict]]:
+    """The edit sub-tasks a split draws from: held out, they move from eval to eval_unseen."""
+    if heldout:
+        return edits.get("eval", {}) if split == EVAL_UNSEEN else {}
+    return {} if split == EVAL_UNSEEN else edits.get(split, {})
 
 
 def assign_keys(samples: list[dict]) -> list[dict]:
@@ -248,50 +336,3 @@ def assign_keys(samples: list[dict]) -> list[dict]:
 def split_of(image_id: str, eval_fraction: float, seed: int) -> str:
     """Per-image split of an id outside the store's near-duplicate grouping (a group of one)."""
     return split_of_group(image_id, eval_fraction, seed)
-
-
-
-
-def mined_samples(rows: list[dict], split_of_map: dict[str, str], params) -> list[dict]:
-    """Quadruplets of the mining stage as samples of the task `mined_edit`: VisRel's 2 x 2 grid.
-
-    `rows`: the mine stage's quadruplet rows (pair ids, instructions, scores, and the cells of both
-    pairs: `source_node_a`, `source_image_a`, `edited_node_a`, `edited_image_a`, the same for b).
-    Row 0 is the exemplar pair B -> B', row 1 the query A -> A'; the target is A'. Both source
-    images must be in one split (`split_of_map`; ids outside it: per-id hash), else the
-    quadruplet is skipped. Per split, every quadruplet, or a seeded draw (table order kept) of
-    `mined_max_samples`; mining keeps a bounded number of neighbours per pair, so a corpus of N
-    pairs gives samples in proportion to N. Each sample keeps the quadruplet's scores.
-    """
-    per_split: dict[str, list[dict]] = defaultdict(list)
-    task = mined_task()
-    columns = list(task.path)
-    for r in rows:
-        sources = [r["source_image_b"], r["source_image_a"]]
-        splits = {split_of_map.get(i) or split_of(i, params.eval_fraction, params.seed) for i in sources}
-        if len(splits) == 1 and not (params.eval_fraction == 0 and splits != {"train"}):
-            per_split[splits.pop()].append({**r, "_sources": sources})
-    out = []
-    for split in sorted(per_split, key=lambda name: SPLITS.index(name) if name in SPLITS else len(SPLITS)):
-        candidates = per_split[split]
-        cap = params.mined_max_samples or len(candidates)
-        rng = task_rng(params.seed, split, task.name)
-        if len(candidates) > cap:
-            candidates = [candidates[i] for i in sorted(rng.choice(len(candidates), size=cap, replace=False))]
-        for r in candidates:
-            text = r.get("instruction_a") or r.get("instruction_b") or ""
-            ip = params.instructions
-            instruction = build_instruction(2, columns, rng, task_keep=ip.task_keep, content_keep=0.0,
-                                            drop_all=ip.drop_all, phrases_file=ip.phrases_file,
-                                            task_text=f"Each row applies the same edit: {text}" if text else "")
-            scores = {"pair_ids": [r["pair_id_b"], r["pair_id_a"]],
-                      "instructions": [r["instruction_b"], r["instruction_a"]], "cluster": int(r["cluster"]),
-                      **{k: round(float(r[k]), 6) for k in ("cos_delta", "cos_visual", "cos_text")}}
-            out.append({"split": split, "task": task.name, "family": task.family, "meta_task": task.meta_task,
-                        "semantic": task.semantic, "locality": task.locality, "columns": columns,
-                        "permutation": [0], "image_ids": r["_sources"], "source_ids": r["_sources"],
-                        "cell_nodes": [r[f"{role}_node_{side}"] for side in "ba" for role in ("source", "edited")],
-                        "cell_ids": [r[f"{role}_image_{side}"] for side in "ba" for role in ("source", "edited")],
-                        "target_row": 1, "target_col": 1, "instruction": instruction, "context_mode": "mined",
-                        "scores": json.dumps(scores, sort_keys=True)})
-    return out

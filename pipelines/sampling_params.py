@@ -57,11 +57,24 @@ class EpisodeParams(_Section):
 # --- end issue 14 ---------------------------------------------------------------------------------
 
 
+class EditBudget(_Section):
+    """The families whose samples are bounded (pipelines/task_mix.py): together at most `max_share`
+    of a split. Default 0.25, from PICO's finding that task diversity beats volume: the many graph
+    tasks keep at least three quarters of the samples, however large the mined set grows. Each
+    edit sub-task (a transform key, a mined cluster) is capped like a task at samples_per_task."""
+
+    families: list[str] = Field(default_factory=lambda: ["mined_editing", "synthetic_editing"])
+    max_share: float = Field(0.25, gt=0, le=1)  # 1: no bound
+
+
 class SamplerParams(_Section):
     seed: int = 0
     # "auto": every task the families enumerate over the present node types; or an explicit list
     tasks: Literal["auto"] | list[TaskSpec] = "auto"
-    samples_per_task: int = Field(20, ge=1)  # train samples per task under uniform weighting (mean otherwise)
+    # samples per task in the train split under uniform weighting (the mean otherwise); the eval splits
+    # get `eval_samples_per_task` each (None: max(1, round(samples_per_task x eval_fraction)))
+    samples_per_task: int = Field(20, ge=1)
+    eval_samples_per_task: int | None = Field(None, ge=1)
     rows: dict[int, float] = Field(default_factory=lambda: {1: 0.3, 2: 0.4, 3: 0.3})
     eval_fraction: float = Field(0.1, ge=0, lt=1)  # of near-duplicate groups of source images
     # task families: extra YAML files (same form as pipelines/task_families.yaml), and a filter
@@ -83,7 +96,8 @@ class SamplerParams(_Section):
     heldout_tasks: list[str] = Field(default_factory=list)  # unseen-task eval: split "eval_unseen"
     heldout_families: list[str] = Field(default_factory=list)
     mined_quadruplets: str | None = None  # parquet table of the mining stage -> task "mined_edit"
-    # per split; None: every mined quadruplet (mining keeps `neighbours.top_k` per pair: samples grow with N)
+    edit_budget: EditBudget = Field(default_factory=EditBudget)
+    # a further cap on `mined_edit` samples per split, after the edit budget (None: no further cap)
     mined_max_samples: int | None = Field(None, ge=1)
     instructions: InstructionParams = Field(default_factory=InstructionParams)
     subjects: SubjectParams = Field(default_factory=SubjectParams)  # issue 14: subject records' filter

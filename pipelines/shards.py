@@ -22,6 +22,9 @@ from pipelines.sampling_params import ExportParams
 from pipelines.store import atomic_path
 
 
+GATE_SCORES_KEY = "scores"  # node meta: a detector's own scores, which its confidence gate read
+
+
 def cell_refs(sample: dict) -> list[tuple[str, str]]:
     """(node, image id) of every cell, row-major."""
     if sample.get("cell_nodes"):
@@ -66,6 +69,7 @@ def build_record(sample: dict, hw: tuple[int, int]) -> dict:
         "context_mode": sample.get("context_mode") or "random",
         "source_ids": list(sample.get("source_ids") or ids),
         **({"scores": json.loads(sample["scores"])} if sample.get("scores") else {}),
+        **({"gate_scores": sample["gate_scores"]} if sample.get("gate_scores") else {}),
     }
 
 

@@ -52,6 +52,9 @@ class Layout:
     derive_id: Callable[[dict[str, str], str], str]  # ({role: content id}, text) -> record id
     image_fields: Callable[[Any], list[str]] = lambda columns: []  # fields that hold images
     optional: Callable[[Any], list[str]] = lambda columns: []  # fields read where the source has them
+    # roles whose images are not photos: never a graph task's `image`, a context row or a Graph200K
+    # target; only their own record uses them (an edit pair's edited side)
+    non_photo_roles: tuple[str, ...] = ()
 
 
 LAYOUTS: dict[str, Layout | None] = {"images": None}
@@ -65,6 +68,11 @@ def register_layout(layout: Layout) -> None:
 
 def layout_of(name: str) -> Layout | None:
     return LAYOUTS[name]
+
+
+def non_photo_roles() -> list[str]:
+    """Every registered layout's non-photo roles, sorted."""
+    return sorted({r for layout in LAYOUTS.values() if layout is not None for r in layout.non_photo_roles})
 
 
 def duplicate_reason(roles) -> str:
@@ -128,7 +136,7 @@ def _pair_id(ids: dict[str, str], text: str) -> str:
 
 
 register_layout(Layout("edit_pairs", ("source", "edited"), "pair", _pair_fields, _pair_expand, _pair_id,
-                       image_fields=lambda columns: [columns.source, columns.edited]))
+                       image_fields=lambda columns: [columns.source, columns.edited], non_photo_roles=("edited",)))
 
 
 # --- subjects200k (issue 14) -----------------------------------------------------------------------

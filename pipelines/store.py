@@ -245,6 +245,16 @@ class NodeStore:
         return self.root / "mined"
 
     @property
+    def quadruplets_path(self) -> Path:
+        """The mine stage's task-vector quadruplets (pairs of unknown transformation)."""
+        return self.mined_dir / "quadruplets.parquet"
+
+    @property
+    def labelled_pairs_path(self) -> Path:
+        """The mine stage's pairs of known transformation (a transform key each): the sampler pairs them."""
+        return self.mined_dir / "labelled_pairs.parquet"
+
+    @property
     def samples_dir(self) -> Path:
         return self.root / "samples"
 

@@ -199,7 +199,8 @@ def test_vicl_run_mines_two_corpus_kinds_with_bad_items_as_failure_rows(tmp_path
     for r in records:
         assert (r["rows"], r["cols"]) == (2, 2) and r["target_cell"] == {"row": 1, "col": 1}
         assert {c["image_id"] for c in r["cells"]} <= corpus_images  # A, A', B, B' are store images
-        assert set(r["scores"]) == {"cluster", "cos_delta", "cos_text", "cos_visual", "instructions", "pair_ids"}
+        assert set(r["scores"]) == {"cluster", "cos_delta", "cos_text", "cos_visual", "instructions", "origins",
+                                    "pair_ids", "pairing"}
         assert r["scores"]["instructions"][0] in r["instruction"]["text"]
     leakage = json.loads((out / "leakage.json").read_text())
     assert leakage["eval_samples_sharing_an_image_with_train"] == 0
@@ -226,7 +227,8 @@ def test_mining_without_pairs_is_one_line_and_an_empty_set(tmp_path, ray_local):
     run_ingest(params, store)
     run_annotate(params, store)
     lines = []
-    assert run_mine_stage(params, store, log=lines.append) == {"pairs": 0, "quadruplets": 0}
+    assert run_mine_stage(params, store, log=lines.append) == {"pairs": 0, "pairs_by_origin": {}, "labelled_pairs": 0,
+                                                               "transform_keys": 0, "quadruplets": 0}
     assert len(lines) == 1 and "no edit pairs" in lines[0] and "layout: edit_pairs" in lines[0]
     assert not (store.mined_dir / "quadruplets.parquet").exists()
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipelines.instructions import build_instruction
-from pipelines.sampling import EVAL_UNSEEN, mined_samples, sample, task_counts
+from pipelines.sampling import EVAL_UNSEEN, sample, task_counts
 from pipelines.sampling_params import SamplerParams
 from pipelines.tasks import Task, explicit_task
 
@@ -153,21 +153,27 @@ def _quad(a: str, b: str, src_a: str, src_b: str, text_a: str = "", text_b: str 
 
 def test_mined_quadruplets_become_their_own_task_within_one_split():
     split_of = {"s1": "train", "s2": "train", "s3": "eval"}
+    index = {"image": {"s1", "s2", "s3"}}
     rows = [_quad("p1", "p2", "s1", "s2", "make it sepia", "sepia tone"), _quad("p1", "p3", "s1", "s3", "x", "y")]
-    out = mined_samples(rows, split_of, SamplerParams(instructions={"drop_all": 0.0, "task_keep": 1.0}))
+    out = sample(index, [], SamplerParams(instructions={"drop_all": 0.0, "task_keep": 1.0}), split_of=split_of,
+                 mined=rows)
     assert len(out) == 1  # the second crosses splits
     s = out[0]
     assert s["task"] == "mined_edit" and s["split"] == "train" and s["image_ids"] == ["s2", "s1"]
     # VisRel's 2 x 2 grid: exemplar B -> B' on top, query A -> A' below, the cells the real nodes
     assert s["cell_nodes"] == ["image", "edit_sepia", "image", "image"] and (s["target_row"], s["target_col"]) == (1, 1)
     assert s["cell_ids"] == ["s2", "s2", "s1", "p1-e"] and "make it sepia" in s["instruction"]["text"]
-    assert json.loads(s["scores"]) == {"pair_ids": ["p2", "p1"], "instructions": ["sepia tone", "make it sepia"],
+    assert json.loads(s["scores"]) == {"pairing": "task_vector", "origins": ["corpus", "corpus"],
+                                       "pair_ids": ["p2", "p1"], "instructions": ["sepia tone", "make it sepia"],
                                        "cluster": 3, "cos_delta": 0.8, "cos_visual": 0.4, "cos_text": 0.9}
     many = [_quad(f"p{k}", f"q{k}", "s1", "s2") for k in range(50)]
-    # every quadruplet by default (a corpus of N pairs gives samples in proportion), or a seeded cap
-    assert len(mined_samples(many, split_of, SamplerParams(samples_per_task=7))) == 50
-    capped = mined_samples(many, split_of, SamplerParams(mined_max_samples=20))
-    assert len(capped) == 20 and capped == mined_samples(many, split_of, SamplerParams(mined_max_samples=20))
+    # one cluster is one sub-task: samples_per_task of it, like any task; a seeded draw, the same every run
+    first = sample(index, [], SamplerParams(samples_per_task=7), split_of=split_of, mined=many)
+    assert len(first) == 7 and first == sample(index, [], SamplerParams(samples_per_task=7), split_of=split_of,
+                                               mined=many)
+    capped = sample(index, [], SamplerParams(samples_per_task=40, mined_max_samples=20), split_of=split_of,
+                    mined=many)
+    assert len(capped) == 20
 
 
 def test_bad_rows_param_rejected():

@@ -196,7 +196,8 @@ def test_edit_annotators_and_online_rendering_agree():
     cls = get("edit_sepia")
     assert cls.produces == ("edit_sepia",) and get_node_type("edit_sepia").group == "synthetic_edit"
     node = cls().annotate([{"image": ASTRONAUT}], ["img-9"])[0]["edit_sepia"]
-    assert set(node.meta) == {"family", "instruction", "params"} and node.meta["family"] == "sepia"
+    assert set(node.meta) == {"family", "instruction", "params", "transform_key"} and node.meta["family"] == "sepia"
+    assert node.meta["transform_key"] == "edit_sepia"  # strength is a magnitude, not a different edit
     array, meta = render_node("edit_sepia", ASTRONAUT, "img-9")
     assert np.array_equal(array, node.array) and meta["instruction"] == node.meta["instruction"]
     assert meta["seed"] == seed_for("img-9", "edit_sepia")

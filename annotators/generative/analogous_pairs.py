@@ -57,7 +57,7 @@ class AnalogousPairs(GenerativeAnnotator):
     produces = tuple(x for k in range(MAX_ANALOGOUS_PAIRS)
                      for x in (output_node(ANALOGOUS_SOURCE, k), output_node(ANALOGOUS_EDIT, k)))
     requires = ("image",)
-    version = "1"
+    version = "2"  # 2: meta.transform_key (the instruction both pairs of a slot apply)
     Params = AnalogousPairsParams
     weights = (FLUX_DEV_WEIGHTS,
                WeightSpec(KONTEXT_REPO, None, "FLUX.1 Kontext [dev]: FluxKontextPipeline (analogous A')"),
@@ -109,8 +109,9 @@ class AnalogousPairs(GenerativeAnnotator):
                                      [self.seed(image_id, k, "scene") for k in range(p.outputs)])
         size = loader.generation_size(p.resolution, p.resolution, p.resolution)
         return [Job(item=-1, index=k, seed=self.seed(image_id, k), prompt=scene, size=size,
-                    record={"instruction": instruction, "scene": scene, "pair_id": f"{image_id}-analogous-{k}",
-                            "prompt_model": self.prompter.repo_id, "edit_seed": self.seed(image_id, k, "edit")})
+                    record={"instruction": instruction, "transform_key": f"analogous:{instruction}", "scene": scene,
+                            "pair_id": f"{image_id}-analogous-{k}", "prompt_model": self.prompter.repo_id,
+                            "edit_seed": self.seed(image_id, k, "edit")})
                 for k, scene in enumerate(scenes)]
 
     def generate(self, jobs):

@@ -28,7 +28,7 @@ from pipelines.manifest import build_manifest
 from pipelines.params import Params
 from pipelines.sampling import SPLITS
 from pipelines.sampling_params import ExportParams
-from pipelines.shards import CellCache, assemble, cell_refs, write_tar
+from pipelines.shards import GATE_SCORES_KEY, CellCache, assemble, cell_refs, write_tar
 from pipelines.store import NodeStore, clean_temp_files, folder_summary, read_cells, write_json, write_table
 from pipelines.episode_shards import write_episode_shards  # issue 14
 from pipelines.subjects import alias_reference_cells, apply_aliases  # issue 14
@@ -47,16 +47,24 @@ def shard_path(out: Path, split: str, index: int, layout: str = "grid", shape: s
 
 def load_cells(samples: list[dict], cells: list, online: dict, plugins: tuple[str, ...], store_root: str) -> dict:
     """(node, image id) -> encoded bytes for every cell of the samples (online nodes rendered; their
-    meta, which records the parameters they used, is put in each sample's `online_params`)."""
+    meta, which records the parameters they used, is put in each sample's `online_params`). A cell
+    whose node meta holds the model's own scores (`scores`: pose visibility, mask confidence, box
+    scores) puts them in the sample's `gate_scores`, which the record carries."""
     by_part: dict[tuple[str, str], list[str]] = defaultdict(list)
     for node, image_id, part in cells:
         by_part[(part, node)].append(image_id)
-    out, metas = {}, {}
+    out, metas, gates = {}, {}, {}
     for (part, node), ids in sorted(by_part.items()):
         for image_id, row in read_cells(Path(store_root) / part, ids, node).items():
             out[(node, image_id)] = row["data"]
+            scores = json.loads(row.get("meta") or "{}").get(GATE_SCORES_KEY)
+            if scores:
+                gates[(node, image_id)] = scores
     for s in samples:
         used = {}
+        admitted = {f"{n}/{i}": gates[(n, i)] for n, i in cell_refs(s) if (n, i) in gates}
+        if admitted:  # the detector scores that let each cell through its gates (re-threshold later)
+            s["gate_scores"] = admitted
         for node, image_id in cell_refs(s):
             if node in online:
                 if (node, image_id) not in out:

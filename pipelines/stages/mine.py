@@ -1,21 +1,27 @@
 """Mine: edit pairs (edit corpora ingested as records, the store's synthetic and generated edits) -> quadruplets.
 
-The mining itself lives in `mining/` (embed, SemDeDup, task vectors, K-Means, in-cluster
-neighbours, dual filter). This stage lists the pairs as cell references (node, image id) read
-from the catalog and the store's records, embeds the cells in Ray workers that read them from
-the store (only ids and vectors come back), runs the mining, and writes:
-  mined/quadruplets.parquet  one row per quadruplet: pair ids, instructions, scores, and the cells
-                             of A, A', B, B' (source/edited node and image id of each pair)
-  mined/mined.json           counts and the mining stats (the manifest and `vicl status` read it)
-  mined/cache/               embeddings and scores reused by re-runs (mining.stage)
 Pairs come from three places:
-  - edit corpora: ingest sources with `layout: edit_pairs`; both images are store images;
+  - edit corpora: ingest sources with `layout: edit_pairs`; both images are store images, and the
+    transformation is known only through the instruction;
   - synthetic edits (`mine.from_store`, "auto": every synthetic edit family): the image and its
-    edited node, with the instruction its annotator wrote into the node's meta;
-  - generated analogous pairs (annotators/generative): A and A' are two nodes of one slot.
-The outputs are written as one set (staged, then swapped in). With `mine.enabled: false` the
-set is empty, so the next sample has no mined task; with no pairs at all the stage says so
-in one line and writes an empty set.
+    edited node, with the instruction and the transform key (family and the params that change its
+    meaning) its annotator wrote into the node's meta;
+  - generated analogous pairs (annotators/generative): A and A' are two nodes of one slot, keyed by
+    the instruction the editing model applied.
+A pair whose transformation vicl knows is never paired by an estimate: it goes to
+`labelled_pairs.parquet` and the sampler pairs it with others of the same transform key inside
+one split (pipelines/edit_quadruplets.py). The rest are mined in `mining/` (embed, SemDeDup, task
+vectors, K-Means, in-cluster neighbours, dual filter with the instruction-conflict check): the
+cells are embedded in Ray workers that read them from the store (only ids and vectors come back).
+Outputs, written as one set (staged, then swapped in):
+  mined/quadruplets.parquet     one row per task-vector quadruplet: pair ids, instructions, scores,
+                                and the cells of A, A', B, B' (source/edited node and image id of each pair)
+  mined/labelled_pairs.parquet  one row per pair of known transformation, with its transform key
+  mined/mined.json              counts, the mining stats and the instruction filter's held-out
+                                precision (the manifest, the report and `vicl status` read it)
+  mined/cache/                  embeddings and scores reused by re-runs (mining.stage)
+With `mine.enabled: false` the set is empty, so the next sample has no mined task; with no pairs
+at all the stage says so in one line and writes an empty set.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ PAIR_REF_SCHEMA = pa.schema([
     ("source_node", pa.string()), ("source_image", pa.string()),  # the cell of A
     ("edited_node", pa.string()), ("edited_image", pa.string()),  # the cell of A'
     ("instruction", pa.string()), ("origin", pa.string()),  # corpus | synthetic_edit | analogous
+    ("transform_key", pa.string()),  # null: unknown (a corpus pair), mined by task vectors
 ])
 CELL_COLUMNS = ("source_node", "source_image", "edited_node", "edited_image")
 
@@ -56,11 +63,11 @@ def edit_nodes(params: Params) -> list[str]:
 
 
 def _pair_row(cat: Catalog, pair_id: str, source: tuple[str, str], edited: tuple[str, str], instruction: str,
-              origin: str) -> dict:
+              origin: str, transform_key: str | None = None) -> dict:
     """One pair: ids are the embedding keys of its cells, (node, image id) the cells themselves."""
     return {"pair_id": pair_id, "source_id": cell_key(cat, *source), "edited_id": cell_key(cat, *edited),
             "source_node": source[0], "source_image": source[1], "edited_node": edited[0],
-            "edited_image": edited[1], "instruction": instruction, "origin": origin}
+            "edited_image": edited[1], "instruction": instruction, "origin": origin, "transform_key": transform_key}
 
 
 def corpus_pairs(store: NodeStore, cat: Catalog) -> list[dict]:
@@ -71,7 +78,7 @@ def corpus_pairs(store: NodeStore, cat: Catalog) -> list[dict]:
     index = cat.node_index()
     texts = {r: meta.get("text", "") for r, meta in store.member_meta("edited").items()}
     ids = sorted(records)
-    live = index.has("image")
+    live = index.has_cell("image")  # an edited image is a cell of its own pair, never a photo
     pos_src = index.positions([records[r]["source"] for r in ids])
     pos_edt = index.positions([records[r]["edited"] for r in ids])
     rows = []
@@ -104,15 +111,15 @@ def store_pairs(params: Params, store: NodeStore, cat: Catalog) -> list[dict]:
     rows = []
     for node in edit_nodes(params):
         if node in cat.nodes:
-            rows += [_pair_row(cat, f"{i}-{node}", ("image", i), (node, i), m["instruction"], "synthetic_edit")
-                     for i, m, _ in _node_metas(cat, node) if m.get("instruction")]
+            rows += [_pair_row(cat, f"{i}-{node}", ("image", i), (node, i), m["instruction"], "synthetic_edit",
+                               m.get("transform_key")) for i, m, _ in _node_metas(cat, node) if m.get("instruction")]
     index = cat.node_index()
     for node in sorted(n for n in cat.nodes if NODE_TYPES.get(n) and NODE_TYPES[n].group == "synthetic_pair"):
         for i, m, pos in _node_metas(cat, node):
             source = m.get("source_node")
             if source and m.get("instruction") and index.has(source)[pos]:
                 rows.append(_pair_row(cat, m.get("pair_id") or f"{i}-{node}", (source, i), (node, i),
-                                      m["instruction"], "analogous"))
+                                      m["instruction"], "analogous", m.get("transform_key")))
     return rows
 
 
@@ -148,7 +155,7 @@ def _with_cells(quads: pa.Table, pairs: pa.Table) -> pa.Table:
 
 
 def run_mine_stage(params: Params, store: NodeStore, log=print) -> dict:
-    from mining.stage import embed_and_mine, kmeans_backends
+    from mining.stage import embed_and_mine, instruction_filter_heldout, kmeans_backends
 
     out = store.mined_dir
     recover_folder(out)
@@ -158,21 +165,28 @@ def run_mine_stage(params: Params, store: NodeStore, log=print) -> dict:
         commit_folder(staging, out)
         return {"enabled": False}
     pairs = gather_pairs(params, store, Catalog.load(store))
+    labelled = pairs.filter(pc.is_valid(pairs["transform_key"]))
+    unknown = pairs.filter(pc.is_null(pairs["transform_key"]))
+    write_table(labelled, staging / store.labelled_pairs_path.name)
     if pairs.num_rows == 0:
         log("[mine] no edit pairs: no synthetic edit annotators, no generated pairs and no ingest source with "
             "`layout: edit_pairs`; the mined task is empty (set mine.enabled: false to skip this stage)")
-        summary = {"pairs": 0, "quadruplets": 0}
-    else:
-        result = embed_and_mine(pairs, params.mine, out / "cache", reader=CellReader(str(store.root)))
-        quads = _with_cells(result.quadruplets, pairs)
-        write_table(quads, staging / "quadruplets.parquet")
-        origins = pc.value_counts(pairs["origin"]).to_pylist()
-        summary = {"pairs": pairs.num_rows, "quadruplets": quads.num_rows,
-                   "pairs_by_origin": {o["values"]: o["counts"] for o in sorted(origins, key=lambda o: o["values"])},
-                   "kmeans_backend": kmeans_backends(params.mine),
-                   **{k: (int(v) if isinstance(v, (int, float)) else v) for k, v in result.stats.items()}}
+    summary = {"pairs": pairs.num_rows, "pairs_by_origin": _counts(pairs["origin"]),
+               "labelled_pairs": labelled.num_rows, "transform_keys": len(pc.unique(labelled["transform_key"])),
+               "quadruplets": 0}
+    if unknown.num_rows:
+        result = embed_and_mine(unknown, params.mine, out / "cache", reader=CellReader(str(store.root)))
+        quads = _with_cells(result.quadruplets, unknown)
+        write_table(quads, staging / store.quadruplets_path.name)
+        summary.update({"quadruplets": quads.num_rows, "kmeans_backend": kmeans_backends(params.mine),
+                        "instruction_filter_heldout": instruction_filter_heldout(params.mine, out / "cache"),
+                        **{k: (int(v) if isinstance(v, (int, float)) else v) for k, v in result.stats.items()}})
     write_json(summary, staging / "mined.json")
     if (out / "cache").exists():
         os.replace(out / "cache", staging / "cache")  # the embedding cache survives the swap
     commit_folder(staging, out)
     return summary
+
+
+def _counts(values: pa.ChunkedArray) -> dict[str, int]:
+    return {o["values"]: o["counts"] for o in sorted(pc.value_counts(values).to_pylist(), key=lambda o: o["values"])}

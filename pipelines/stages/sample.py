@@ -4,7 +4,9 @@
 2. tasks: the task families enumerated over the node types present (or the explicit list);
 3. the split embedder's embedding node (computed by the annotate stage) -> near-duplicate groups
    (faiss, pipelines/splits.py) -> group-level train/eval split;
-4. the sampler (pipelines/sampling.py), plus the mine stage's quadruplets as `mined_edit`;
+4. the sampler (pipelines/sampling.py): graph tasks (rows of a synthetic edit task share its transform
+   key), and the mine stage's quadruplets and labelled pairs as `mined_edit` (pipelines/edit_quadruplets.py),
+   in the task mix of pipelines/task_mix.py (the edit budget);
 5. the leakage report, re-checked with content ids and dHash64 (not the embedder that grouped);
 6. written under samples/ as one set (staged, then swapped in): samples.parquet, splits.parquet,
    leakage.json, inputs.json. A run whose inputs (catalog fingerprint, sample params, sampler
@@ -24,16 +26,21 @@ import pyarrow.parquet as pq
 
 from pipelines.catalog import Catalog, StageOrderError
 from pipelines.params import Params
-from pipelines.sampling import assign_keys, auto_tasks, mined_samples, sample, split_of
+from pipelines.edit_quadruplets import pairing_summary
+from pipelines.node_types import NODE_TYPES
+from pipelines.sampling import auto_tasks, eval_count, sample
 from pipelines.sampling_params import SamplerParams
 from pipelines.splits import (leakage_report, merge_groups, near_duplicate_groups, sample_image_ids,
                               separate_hash_near_duplicates)
 from pipelines.store import NodeStore, commit_folder, recover_folder, staging_folder, write_json, write_table
 from pipelines.subject_sampling import stage_episodes, subject_sampling  # issue 14
-from pipelines.tasks import Task, explicit_task
+from pipelines.task_mix import mix_summary
+from pipelines.tasks import MINED_TASK, Task, explicit_task
+
+KEYED_GROUPS = ("synthetic_edit", "synthetic_pair")  # node groups whose meta holds a transform key
 
 # The code that decides the samples: a change to it re-samples even when the data did not change.
-_SAMPLER_CODE = ("sampling.py", "sampling_params.py", "tasks.py", "task_families.yaml", "instructions.py",
+_SAMPLER_CODE = ("sampling.py", "sampling_params.py", "edit_quadruplets.py", "task_mix.py", "tasks.py", "task_families.yaml", "instructions.py",
                  "instruction_phrases.yaml", "splits.py", "stages/sample.py",
                  "subjects.py", "episodes.py", "subject_sampling.py")  # issue 14
 
@@ -47,7 +54,9 @@ SAMPLES_SCHEMA = pa.schema([
     ("cell_nodes", pa.list_(pa.string())), ("cell_ids", pa.list_(pa.string())),
     ("target_row", pa.int64()), ("target_col", pa.int64()), ("instruction", _INSTRUCTION),
     ("context_mode", pa.string()),
-    ("scores", pa.string()),  # JSON: a mined quadruplet's scores (task-vector, visual, text cosine, cluster)
+    # JSON: what admitted the sample: an edit quadruplet's pairing (transform key, or cluster and
+    # task-vector / visual / text cosines), a keyed task's shared pool key (pipelines/edit_quadruplets.py)
+    ("scores", pa.string()),
 ])
 SPLITS_SCHEMA = pa.schema([("image_id", pa.string()), ("group", pa.string()), ("split", pa.string())])
 
@@ -81,24 +90,39 @@ def node_meta(cat: Catalog, node: str) -> dict[str, dict]:
     return out
 
 
-def _mined_rows(store: NodeStore, cat: Catalog, sp: SamplerParams) -> list[dict]:
-    """The mine stage's quadruplets whose four cells are live nodes of the store."""
-    path = Path(sp.mined_quadruplets) if sp.mined_quadruplets else store.mined_dir / "quadruplets.parquet"
-    if not path.exists():
-        return []
-    quads = pq.read_table(path)
-    if not quads.num_rows:
+def _live_rows(table: pa.Table, sides: tuple[str, ...], cat: Catalog) -> list[dict]:
+    """The rows of a pair or quadruplet table whose cells (`<role>_node<side>`, `<role>_image<side>`)
+    are all live in the store (an edited image counts as the cell of its own pair)."""
+    if not table.num_rows:
         return []
     index = cat.node_index()
-    ok = np.ones(quads.num_rows, bool)
-    for side in ("a", "b"):
+    ok = np.ones(table.num_rows, bool)
+    for side in sides:
         for role in ("source", "edited"):
-            nodes = quads[f"{role}_node_{side}"]
-            pos = index.positions(quads[f"{role}_image_{side}"])
+            nodes = table[f"{role}_node{side}"]
+            pos = index.positions(table[f"{role}_image{side}"])
             for node in pc.unique(nodes).to_pylist():
                 rows = pc.equal(nodes, node).to_numpy(zero_copy_only=False)
-                ok[rows] &= (pos[rows] >= 0) & index.has(node)[np.maximum(pos[rows], 0)]
-    return quads.filter(pa.array(ok)).to_pylist()
+                ok[rows] &= (pos[rows] >= 0) & index.has_cell(node)[np.maximum(pos[rows], 0)]
+    return table.filter(pa.array(ok)).to_pylist()
+
+
+def edit_pairs(store: NodeStore, cat: Catalog, sp: SamplerParams) -> tuple[list[dict], list[dict]]:
+    """(task-vector quadruplets, labelled pairs) of the mine stage whose cells are live."""
+    path = Path(sp.mined_quadruplets) if sp.mined_quadruplets else store.quadruplets_path
+    mined = _live_rows(pq.read_table(path), ("_a", "_b"), cat) if path.exists() else []
+    path = store.labelled_pairs_path
+    labelled = _live_rows(pq.read_table(path), ("",), cat) if path.exists() and not sp.mined_quadruplets else []
+    return mined, labelled
+
+
+def transform_keys(cat: Catalog, tasks: list[Task]) -> dict[tuple[str, str], str]:
+    """{(node, image id): transform key} of the tasks' nodes that carry one (synthetic edits): the rows
+    of one sample must share it."""
+    out = {}
+    for node in sorted({n for t in tasks for n in t.path if NODE_TYPES.get(n) and NODE_TYPES[n].group in KEYED_GROUPS}):
+        out.update({(node, i): m["transform_key"] for i, m in node_meta(cat, node).items() if m.get("transform_key")})
+    return out
 
 
 def record_links(store: NodeStore, index) -> tuple[np.ndarray, np.ndarray]:
@@ -164,15 +188,11 @@ def run_sample(params: Params, store: NodeStore) -> dict:
     for node in sorted({n for t in tasks if t.same_category for n in t.path} & set(cat.nodes)):
         categories.update({(node, i): m.get("category") for i, m in node_meta(cat, node).items()})
     captions = {i: m.get("text", "") for i, m in node_meta(cat, "caption").items()}
+    mined, labelled = edit_pairs(store, cat, sp)
     samples = sample(index, tasks, sp, split_of=splits, groups=group,
                      embeddings=emb if sp.context == "retrieved" else None,
-                     categories=categories, captions=captions)
-    mined_rows = _mined_rows(store, cat, sp)
-    sources = sorted({i for r in mined_rows for i in (r["source_image_a"], r["source_image_b"])})
-    pos = index.positions(sources) if sources else np.zeros(0, np.int64)
-    split_map = {i: (str(splits[k]) if k >= 0 else split_of(i, sp.eval_fraction, sp.seed))
-                 for i, k in zip(sources, pos)}
-    samples = assign_keys(samples + mined_samples(mined_rows, split_map, sp))
+                     categories=categories, captions=captions, transforms=transform_keys(cat, tasks),
+                     mined=mined, labelled=labelled)
     hash_ids = ids.filter(pa.array(has_hash))
     leakage = leakage_report([s["split"] for s in samples], [sample_image_ids(s) for s in samples],
                              [s["key"] for s in samples], hash_ids, codes[has_hash],
@@ -180,14 +200,19 @@ def run_sample(params: Params, store: NodeStore) -> dict:
                                       f"{sp.leakage_max_hamming} and records",
                              max_hamming=sp.leakage_max_hamming,
                              subject_of=subjects.subject_of)  # issue 14: subjects shared across splits
-    per_task: dict[str, int] = {}
+    per_task: dict[str, dict[str, int]] = {}
     for s in samples:
-        per_task[s["task"]] = per_task.get(s["task"], 0) + 1
-    summary = {"samples": len(samples), "tasks": len(per_task), "tasks_enumerated": len(tasks),
-               "tasks_without_samples": [t.name for t in tasks if t.name not in per_task],
+        per_task.setdefault(s["task"], {}).setdefault(s["split"], 0)
+        per_task[s["task"]][s["split"]] += 1
+    enumerated = [t.name for t in tasks] + ([MINED_TASK] if mined or labelled else [])
+    summary = {"samples": len(samples), "tasks": len(per_task), "tasks_enumerated": len(enumerated),
+               "tasks_without_samples": [t for t in enumerated if t not in per_task],
+               "samples_per_task": {"train": sp.samples_per_task, "eval": eval_count(sp)},
                "near_duplicate_groups": int(len(np.unique(group))), "images_without_embedding": int((~has_emb).sum()),
                "leaking_eval_samples": leakage["eval_samples_with_near_duplicate_in_train"]
-               + leakage["eval_samples_sharing_an_image_with_train"], "per_task": per_task}
+               + leakage["eval_samples_sharing_an_image_with_train"],
+               "per_task": {t: dict(sorted(c.items())) for t, c in sorted(per_task.items())}, "mix": mix_summary(samples),
+               "edit_pairing": pairing_summary(samples, labelled)}
     staging = staging_folder(folder)
     write_table(pa.Table.from_pylist(samples, schema=SAMPLES_SCHEMA), staging / store.samples_path.name)
     write_table(pa.table({"image_id": ids, "group": ids.take(pa.array(group)), "split": pa.array(splits.tolist())},
