@@ -15,6 +15,11 @@ Annotators:
   key names). Qwen2.5-VL answers in absolute pixels of its resized input, which are mapped back
   to the source (param `coordinates`; "relative_1000" for Qwen2-VL/Qwen3-VL style 0..1000 grids).
 - `grounding_owlv2`: OWLv2 with a category list param (scores are real detection scores).
+
+Model confidence (quality `low_confidence`, annotators/quality.py; all three nodes alike):
+`bbox_json` meta["confidence"] holds OWLv2's `top_score` (its best box) or Qwen-VL's
+`answer_confidence` (the geometric mean of the probabilities of the answer's tokens: Qwen-VL gives
+no box score, so its boxes keep score 1.0), gated by `min_top_score` / `min_answer_confidence`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pydantic import Field
 
 from annotators import render
 from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, WeightSpec, seed_for
+from annotators.quality import rounded, score_quality
 from annotators.registry import register
 from annotators.segmentation import DType, resolve_repo, torch_dtype
 
@@ -37,16 +43,21 @@ GROUNDING_NODES = ("bbox_json", "bbox", "detection_target")
 # ----------------------------------------------------------------------------- rendering
 
 def detection_nodes(height: int, width: int, boxes: list[list[float]], labels: list[str], scores: list[float],
-                    image_id: str, model: str) -> dict[str, NodeOutput]:
+                    image_id: str, model: str, confidence: dict | None = None,
+                    minimums: dict[str, float] | None = None) -> dict[str, NodeOutput]:
     """The three grounding nodes of one image from its (already clipped) detections; with no box
-    all three get quality `no_box` (stored for the report, never sampled)."""
-    quality = None if boxes else "no_box"
+    all three get quality `no_box` (stored for the report, never sampled), else `low_confidence`
+    when a `confidence` score (stored in bbox_json's meta) is below its entry in `minimums`."""
+    quality = score_quality(confidence or {}, minimums or {}) if boxes else "no_box"
+    json_meta = {"boxes": boxes, "labels": labels, "scores": scores, "model": model}
+    if confidence is not None:
+        json_meta["confidence"] = confidence
     colours = render.distinct_colours(len(boxes))
     categories = sorted(set(labels))
     category = categories[seed_for(image_id, "detection_target") % len(categories)] if categories else None
     chosen = [b for b, lab in zip(boxes, labels) if lab == category]
     return {
-        "bbox_json": NodeOutput(None, {"boxes": boxes, "labels": labels, "scores": scores, "model": model}, quality),
+        "bbox_json": NodeOutput(None, json_meta, quality),
         "bbox": NodeOutput(render.draw_boxes(height, width, boxes, colours),
                            {"boxes": boxes, "labels": labels, "colours": [list(c) for c in colours]}, quality),
         "detection_target": NodeOutput(render.filled_rectangles(height, width, chosen),
@@ -253,6 +264,16 @@ class QwenVL:
     def generate(self, images: list[np.ndarray], instruction: str, max_new_tokens: int
                  ) -> tuple[list[str], list[tuple[int, int]]]:
         """Answers, and each image's (height, width) as the model saw it (after smart resizing)."""
+        texts, sizes, _ = self._generate(images, instruction, max_new_tokens, scored=False)
+        return texts, sizes
+
+    def generate_scored(self, images: list[np.ndarray], instruction: str, max_new_tokens: int
+                        ) -> tuple[list[str], list[tuple[int, int]], list[float]]:
+        """As `generate`, plus each answer's confidence: the geometric mean of the probabilities the
+        model gave its own (greedy) tokens, up to and including the end of the answer."""
+        return self._generate(images, instruction, max_new_tokens, scored=True)
+
+    def _generate(self, images, instruction, max_new_tokens, scored: bool):
         import torch
 
         prompts = [qwen_chat_prompt(instruction)] * len(images)
@@ -261,12 +282,27 @@ class QwenVL:
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
         with torch.inference_mode():
-            generated = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
-        new_tokens = generated[:, batch["input_ids"].shape[1]:]
+            generated = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                            output_scores=scored, return_dict_in_generate=True)
+        new_tokens = generated.sequences[:, batch["input_ids"].shape[1]:]
         texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
         patch = self.processor.image_processor.patch_size
         sizes = [(int(g[1]) * patch, int(g[2]) * patch) for g in batch["image_grid_thw"].tolist()]
-        return [t.strip() for t in texts], sizes
+        confidences = self._answer_confidences(generated, new_tokens) if scored else []
+        return [t.strip() for t in texts], sizes, confidences
+
+    def _answer_confidences(self, generated, new_tokens) -> list[float]:
+        """exp(mean log-probability) of each answer's tokens; what follows its first end token is padding."""
+        logprobs = self.model.compute_transition_scores(generated.sequences, generated.scores,
+                                                        normalize_logits=True).float().cpu().numpy()
+        eos = self.model.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, (list, tuple)) else [eos])
+        out = []
+        for tokens, row in zip(new_tokens.cpu().tolist(), logprobs):
+            ends = [i for i, t in enumerate(tokens) if t in eos]
+            n = ends[0] + 1 if ends else len(tokens)
+            out.append(rounded(np.exp(np.mean(row[:n]))) if n else 0.0)
+        return out
 
 
 # ----------------------------------------------------------------------------- annotators
@@ -287,6 +323,11 @@ class QwenGroundingParams(AnnotatorParams):
     min_pixels: int = Field(256 * 28 * 28, ge=4 * 28 * 28)
     max_pixels: int = Field(1024 * 28 * 28, ge=4 * 28 * 28)
     dtype: DType = "auto"
+    # Quality `low_confidence` when the answer's geometric-mean token probability is below this. Not
+    # measured here (no Qwen weights offline): a real JSON answer's syntax tokens sit near 1 and only
+    # the last digits of coordinates are uncertain, so a confident answer scores well above 0.5;
+    # under 0.5 the model was guessing its own answer (a random model scores ~0.01).
+    min_answer_confidence: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class QwenVLAnnotator(Annotator):
@@ -313,13 +354,15 @@ class GroundingQwenVL(QwenVLAnnotator):
     name = "grounding_qwen_vl"
     produces = GROUNDING_NODES
     Params = QwenGroundingParams
+    version = "2"  # 2: answer_confidence in meta, quality low_confidence
 
     def instruction(self) -> str:
         cats = self.params.categories
         return self.params.prompt.replace("{categories}", f": {', '.join(cats)}" if cats else "")
 
     def detections_from_answer(self, answer: str, model_hw: tuple[int, int], source_hw: tuple[int, int],
-                               image_id: str) -> dict[str, NodeOutput]:
+                               image_id: str, answer_confidence: float | None = None) -> dict[str, NodeOutput]:
+        """The nodes of one answer; gated on `answer_confidence` when it is known."""
         p = self.params
         h, w = source_hw
         raw = [(to_source_pixels(box, p.coordinates, model_hw, source_hw), label, 1.0)
@@ -328,15 +371,19 @@ class GroundingQwenVL(QwenVLAnnotator):
             wanted = {c.strip().lower() for c in p.categories}
             raw = [r for r in raw if r[1] in wanted]
         boxes, labels, scores = tidy_detections(raw, h, w, p.max_boxes)
-        nodes = detection_nodes(h, w, boxes, labels, scores, image_id, p.repo_id)
+        known = answer_confidence is not None
+        nodes = detection_nodes(h, w, boxes, labels, scores, image_id, p.repo_id,
+                                {"answer_confidence": answer_confidence} if known else None,
+                                {"answer_confidence": p.min_answer_confidence} if known else None)
         nodes["bbox_json"].meta["answer"] = answer
         return nodes
 
     def annotate(self, inputs, image_ids):
         images = [item["image"] for item in inputs]
-        answers, model_sizes = self._vlm.generate(images, self.instruction(), self.params.max_new_tokens)
-        return [self.detections_from_answer(a, hw, im.shape[:2], iid)
-                for a, hw, im, iid in zip(answers, model_sizes, images, image_ids)]
+        answers, model_sizes, confidences = self._vlm.generate_scored(images, self.instruction(),
+                                                                      self.params.max_new_tokens)
+        return [self.detections_from_answer(a, hw, im.shape[:2], iid, c)
+                for a, hw, im, iid, c in zip(answers, model_sizes, images, image_ids, confidences)]
 
 
 # ----------------------------------------------------------------------------- OWLv2
@@ -355,6 +402,11 @@ class Owlv2Params(AnnotatorParams):
     nms_iou: float = Field(0.5, gt=0.0, le=1.0)  # OWL boxes overlap heavily; per-class NMS
     max_boxes: int = Field(32, ge=1, le=256)
     dtype: DType = "auto"
+    # Quality `low_confidence` when the image's best box scores below this: weaker boxes (from
+    # `threshold`) are kept beside a confident one, but an image of weak boxes only is held back.
+    # Not measured here (no OWLv2 weights offline): OWLv2's own examples show boxes from 0.1-0.2,
+    # and its confident detections score well above 0.3.
+    min_top_score: float = Field(0.3, ge=0.0, le=1.0)
 
 
 @register
@@ -368,6 +420,7 @@ class GroundingOwlv2(Annotator):
     name = "grounding_owlv2"
     produces = GROUNDING_NODES
     Params = Owlv2Params
+    version = "2"  # 2: top_score in meta, quality low_confidence
     resources = Resources(batch_size=8, concurrency=1, num_gpus=0.25)
     weights = (WeightSpec(OWLV2_DEFAULT, None, "OWLv2 base patch16 ensemble"),)
 
@@ -439,6 +492,11 @@ class GroundingOwlv2(Annotator):
         return out
 
     def annotate(self, inputs, image_ids):
+        p = self.params
         images = [item["image"] for item in inputs]
-        return [detection_nodes(im.shape[0], im.shape[1], *dets, image_id, self.params.repo_id)
-                for im, dets, image_id in zip(images, self.detect(images), image_ids)]
+        out = []
+        for im, (boxes, labels, scores), image_id in zip(images, self.detect(images), image_ids):
+            confidence = {"top_score": rounded(max(scores, default=0.0))}
+            out.append(detection_nodes(im.shape[0], im.shape[1], boxes, labels, scores, image_id, p.repo_id,
+                                       confidence, {"top_score": p.min_top_score}))
+        return out

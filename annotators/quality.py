@@ -12,6 +12,9 @@ Each annotator calls these beside its output with thresholds from its own Params
   no_op         an edit or degradation whose output is within the no-op distance of its input
   flat_image    a source photo that is flat, near-constant or tiny (annotators/image_quality.py)
   low_quality   a source photo below a learned quality score set in params (image_quality_clip)
+  low_confidence  a detector-backed output whose model scores (person / presence score, mask
+                probability, box score, predicted IoU) are below the annotator's thresholds: the
+                output is not empty, but the model itself does not believe it (`score_quality`)
 
 All measures are in 8-bit units (16-bit maps are scaled by 1/257), so one threshold reads the
 same on every map.
@@ -56,7 +59,7 @@ def gate_view(arr: np.ndarray, region: str = "centre_square") -> np.ndarray:
     return arr[y0:y1, x0:x1]
 
 REASONS = ("no_person", "empty_mask", "full_mask", "constant_map", "few_edges", "no_box", "no_op", "flat_image",
-           "low_quality")
+           "low_quality", "low_confidence")
 
 
 def as_8bit(arr: np.ndarray) -> np.ndarray:
@@ -139,3 +142,16 @@ def changed_fraction(source: np.ndarray, output: np.ndarray, delta: float) -> fl
 def no_op_quality(source: np.ndarray, output: np.ndarray, min_changed: float, delta: float) -> str | None:
     """`no_op` when fewer than `min_changed` of the pixels differ from the source by more than `delta`."""
     return "no_op" if changed_fraction(source, output, delta) < min_changed else None
+
+
+def score_quality(scores: dict[str, float], minimums: dict[str, float]) -> str | None:
+    """`low_confidence` when any model score is below its minimum (a minimum of 0 never holds back).
+
+    `scores` and `minimums` share keys; a key missing from `scores` counts as 0 (the model
+    reported nothing)."""
+    return "low_confidence" if any(scores.get(k, 0.0) < m for k, m in minimums.items()) else None
+
+
+def rounded(value: float, digits: int = 4) -> float:
+    """A stored score: rounded so float noise between runs never changes the meta's bytes."""
+    return round(float(value), digits)

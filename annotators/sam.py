@@ -6,6 +6,11 @@
   mask per grounding box, coloured per object), `interactive_seg_source` (VIRAL: the image with a
   red box around one object) and `interactive_seg_mask` (that object's SAM mask, 0/255 grey).
 
+Every node keeps SAM's own scores in meta (per mask: predicted_iou, and stability_score where
+segment_anything computes it; meta["confidence"]: their area-weighted means, or the picked
+object's) and is held back (quality `low_confidence`) below `min_predicted_iou` /
+`min_stability_score`, SAM's own bar for a mask (its automatic generator's defaults).
+
 Weights: the original SAM checkpoints (`sam_vit_h_4b8939.pth`, `sam_vit_l_0b3195.pth`,
 `sam_vit_b_01ec64.pth`), looked up as a bare file in the models dir, then as a file of the HF repo
 `ybelkada/segment-anything` (folder `checkpoints/`), which mirrors them.
@@ -30,7 +35,7 @@ from annotators.base import (
     WeightSpec,
     seed_for,
 )
-from annotators.quality import GateRegion, gate_view, mask_quality
+from annotators.quality import GateRegion, gate_view, mask_quality, rounded, score_quality
 from annotators.registry import register
 
 SAM_REPO = "ybelkada/segment-anything"
@@ -101,6 +106,26 @@ def build_tiny_sam(device: str = "cpu"):
     return model.to(device).eval()
 
 
+# SAM's own bar for a mask: SamAutomaticMaskGenerator's defaults (pred_iou_thresh 0.88,
+# stability_score_thresh 0.95). Not measured here (no SAM weights offline). At the default generator
+# thresholds every automatic mask already passes, so the node gate only acts when the generator's
+# thresholds are lowered (more masks) or for box prompts, which SAM does not filter at all.
+SAM_MIN_PREDICTED_IOU = 0.88
+SAM_MIN_STABILITY = 0.95
+
+
+def area_weighted(values: list[float], areas: list[int]) -> float:
+    """Mean of per-mask scores weighted by mask area (what the node shows); 0 without any area."""
+    total = float(sum(areas))
+    return rounded(sum(v * a for v, a in zip(values, areas)) / total) if total > 0 else 0.0
+
+
+def masks_confidence(records: list[dict], keys: tuple[str, ...]) -> dict:
+    """meta["confidence"] of a set of masks: the area-weighted mean of each score in `keys`."""
+    areas = [int(r["area"]) for r in records]
+    return {k: area_weighted([float(r[k]) for r in records], areas) for k in keys}
+
+
 class _SamBase(Annotator):
     weights = SAM_WEIGHTS
     resources = Resources(batch_size=4, concurrency=1, num_gpus=0.5)
@@ -135,6 +160,10 @@ class SamAutoParams(AnnotatorParams):
     # `gate_region` (default the centre square the exporter keeps; annotators/quality.py).
     min_area: float = Field(0.01, ge=0.0, le=1.0)
     gate_region: GateRegion = "centre_square"
+    # Quality `low_confidence` when the masks' area-weighted mean predicted IoU / stability score is
+    # below SAM's own bar (SAM_MIN_PREDICTED_IOU, SAM_MIN_STABILITY above).
+    min_predicted_iou: float = Field(SAM_MIN_PREDICTED_IOU, ge=0.0, le=1.0)
+    min_stability_score: float = Field(SAM_MIN_STABILITY, ge=0.0, le=1.0)
 
 
 def automatic_masks(generator, image: np.ndarray, max_masks: int) -> list[dict]:
@@ -149,12 +178,20 @@ class SamAuto(_SamBase):
     """SAM automatic masks, each a distinct colour, largest painted first (node `sam2_mask`).
 
     Colours follow the mask order by area (fixed palette, no seed), so a re-run gives the same map.
-    meta: n_masks, and for each mask its colour, area, XYWH box and predicted IoU.
+    meta: n_masks, for each mask its colour, area, XYWH box, predicted IoU and stability score, and
+    confidence (their area-weighted means).
     """
 
     name = "sam_auto"
     produces = ("sam2_mask",)
     Params = SamAutoParams
+    version = "2"  # 2: stability_score and meta["confidence"], quality low_confidence
+
+    def _quality(self, rendered: np.ndarray, confidence: dict) -> str | None:
+        p = self.params
+        return (mask_quality(gate_view(rendered, p.gate_region), p.min_area)
+                or score_quality(confidence, {"predicted_iou": p.min_predicted_iou,
+                                              "stability_score": p.min_stability_score}))
 
     def _set_model(self, model) -> None:
         from segment_anything import SamAutomaticMaskGenerator
@@ -179,16 +216,17 @@ class SamAuto(_SamBase):
                 records = automatic_masks(self._generator, image, self.params.max_masks)
             colours = render.distinct_colours(len(records))
             rendered = render.colour_masks([r["segmentation"] for r in records], colours, h, w)
+            confidence = masks_confidence(records, ("predicted_iou", "stability_score"))
             meta = {
                 "n_masks": len(records),
                 "masks": [
                     {"colour": list(c), "area": int(r["area"]), "bbox_xywh": [float(v) for v in r["bbox"]],
-                     "predicted_iou": round(float(r["predicted_iou"]), 4)}
+                     "predicted_iou": rounded(r["predicted_iou"]), "stability_score": rounded(r["stability_score"])}
                     for r, c in zip(records, colours)
                 ],
+                "confidence": confidence,
             }
-            quality = mask_quality(gate_view(rendered, self.params.gate_region), self.params.min_area)
-            out.append({"sam2_mask": NodeOutput(rendered, meta, quality)})
+            out.append({"sam2_mask": NodeOutput(rendered, meta, self._quality(rendered, confidence))})
         return out
 
 
@@ -201,6 +239,10 @@ class SamBoxesParams(AnnotatorParams):
     # so the red box is neither a speck nor the whole frame (falls back to all boxes).
     interactive_min_area: float = Field(0.01, ge=0.0, le=1.0)
     interactive_max_area: float = Field(0.8, ge=0.0, le=1.0)
+    # Quality `low_confidence` below SAM's own bar for a mask (SAM_MIN_PREDICTED_IOU, SAM_MIN_STABILITY):
+    # `mask` by its objects' area-weighted means, the interactive pair by its object's scores.
+    min_predicted_iou: float = Field(SAM_MIN_PREDICTED_IOU, ge=0.0, le=1.0)
+    min_stability_score: float = Field(SAM_MIN_STABILITY, ge=0.0, le=1.0)
 
 
 def boxes_from_meta(meta: dict, height: int, width: int, max_objects: int) -> tuple[list[list[float]], list[str]]:
@@ -237,12 +279,15 @@ class SamBoxes(_SamBase):
     seed_for(image_id, "interactive_seg_source"); `interactive_seg_mask`: that object's mask (0/255).
     An image with no valid box gets the three nodes with quality `no_box` (black mask, the photo
     without a box, black object mask): stored so the report shows them, never sampled.
+    meta of `mask` adds each object's predicted_iou and stability_score and confidence (their
+    area-weighted means); the interactive pair's meta adds its object's two scores.
     """
 
     name = "sam_boxes"
     produces = ("mask", "interactive_seg_source", "interactive_seg_mask")
     requires = ("image", "bbox_json")
     Params = SamBoxesParams
+    version = "2"  # 2: SAM's scores in meta, quality low_confidence
 
     def _set_model(self, model) -> None:
         from segment_anything import SamPredictor
@@ -250,18 +295,27 @@ class SamBoxes(_SamBase):
         self._model = model
         self._predictor = SamPredictor(model)
 
-    def box_masks(self, image: np.ndarray, boxes: list[list[float]]) -> list[np.ndarray]:
-        """One binary mask per box (single-mask output), all boxes of an image in one decoder batch."""
+    def box_masks(self, image: np.ndarray, boxes: list[list[float]]) -> tuple[list[np.ndarray], list[dict]]:
+        """One binary mask per box (single-mask output), all boxes of an image in one decoder batch,
+        and SAM's scores of each: predicted_iou and stability_score (computed on the logits as
+        SamAutomaticMaskGenerator does; 0 for a mask that is empty at every threshold)."""
         import torch
+        from segment_anything.utils.amg import calculate_stability_score
 
         predictor = self._predictor
         with torch.inference_mode():
             predictor.set_image(image)
             box_t = torch.as_tensor(boxes, dtype=torch.float32, device=predictor.device)
             box_t = predictor.transform.apply_boxes_torch(box_t, image.shape[:2])
-            masks, _, _ = predictor.predict_torch(None, None, boxes=box_t, multimask_output=False)
+            logits, ious, _ = predictor.predict_torch(None, None, boxes=box_t, multimask_output=False,
+                                                      return_logits=True)
             predictor.reset_image()
-        return [m for m in masks[:, 0].cpu().numpy().astype(bool)]
+            threshold = self._model.mask_threshold
+            stability = torch.nan_to_num(calculate_stability_score(logits[:, 0], threshold, 1.0), nan=0.0)
+            masks = (logits[:, 0] > threshold).cpu().numpy()
+        scores = [{"predicted_iou": rounded(i), "stability_score": rounded(s)}
+                  for i, s in zip(ious[:, 0].cpu().tolist(), stability.cpu().tolist())]
+        return list(masks), scores
 
     def annotate(self, inputs, image_ids):
         p = self.params
@@ -277,18 +331,25 @@ class SamBoxes(_SamBase):
                             "interactive_seg_source": NodeOutput(image, {"box": None}, "no_box"),
                             "interactive_seg_mask": NodeOutput(black[..., 0], {"box": None}, "no_box")})
                 continue
-            masks = self.box_masks(image, boxes)
+            masks, scores = self.box_masks(image, boxes)
             colours = render.distinct_colours(len(boxes))
             mask_map = render.colour_masks(masks, colours, h, w)
             pick = choose_interactive(boxes, h, w, seed_for(image_id, "interactive_seg_source"),
                                       p.interactive_min_area, p.interactive_max_area)
+            minimums = {"predicted_iou": p.min_predicted_iou, "stability_score": p.min_stability_score}
+            confidence = masks_confidence([{**s, "area": int(m.sum())} for m, s in zip(masks, scores)],
+                                          ("predicted_iou", "stability_score"))
+            picked = {"box": boxes[pick], "name": names[pick], "index": pick, **scores[pick]}
+            picked_quality = score_quality(scores[pick], minimums)
             out.append({
-                "mask": NodeOutput(mask_map, {"boxes": boxes, "names": names,
-                                              "colours": [list(c) for c in colours]}),
-                "interactive_seg_source": NodeOutput(render.draw_red_box(image, boxes[pick]),
-                                                     {"box": boxes[pick], "name": names[pick], "index": pick}),
-                "interactive_seg_mask": NodeOutput(render.binary_mask_image(masks[pick]),
-                                                   {"box": boxes[pick], "name": names[pick], "index": pick}),
+                "mask": NodeOutput(mask_map, {"boxes": boxes, "names": names, "colours": [list(c) for c in colours],
+                                              "predicted_iou": [s["predicted_iou"] for s in scores],
+                                              "stability_score": [s["stability_score"] for s in scores],
+                                              "confidence": confidence}, score_quality(confidence, minimums)),
+                "interactive_seg_source": NodeOutput(render.draw_red_box(image, boxes[pick]), dict(picked),
+                                                     picked_quality),
+                "interactive_seg_mask": NodeOutput(render.binary_mask_image(masks[pick]), dict(picked),
+                                                   picked_quality),
             })
         return out
 
@@ -299,7 +360,8 @@ class SamBoxes(_SamBase):
 class SamEntities(SamAuto):
     """VIRAL's entity segmentation from SAM automatic masks (an alternative to Mask2Former's
     `entity_seg` annotator): same masks as `sam_auto`, each in a random distinct colour drawn
-    with seed_for(image_id, "entity_seg"). meta: n_masks and per-entity colour, area, box."""
+    with seed_for(image_id, "entity_seg"). meta: n_masks, per-entity colour, area, box, predicted IoU
+    and stability score, and confidence (their area-weighted means)."""
 
     name = "entity_seg_sam"
     produces = ("entity_seg",)
@@ -315,11 +377,12 @@ class SamEntities(SamAuto):
                 records = automatic_masks(self._generator, image, self.params.max_masks)
             colours = render.distinct_colours(len(records), seed=seed_for(image_id, "entity_seg"))
             rendered = render.colour_masks([r["segmentation"] for r in records], colours, h, w)
+            confidence = masks_confidence(records, ("predicted_iou", "stability_score"))
             meta = {"n_masks": len(records), "entities": [
-                {"colour": list(c), "area": int(r["area"]), "bbox_xywh": [float(v) for v in r["bbox"]]}
-                for r, c in zip(records, colours)]}
-            quality = mask_quality(gate_view(rendered, self.params.gate_region), self.params.min_area)
-            out.append({"entity_seg": NodeOutput(rendered, meta, quality)})
+                {"colour": list(c), "area": int(r["area"]), "bbox_xywh": [float(v) for v in r["bbox"]],
+                 "predicted_iou": rounded(r["predicted_iou"]), "stability_score": rounded(r["stability_score"])}
+                for r, c in zip(records, colours)], "confidence": confidence}
+            out.append({"entity_seg": NodeOutput(rendered, meta, self._quality(rendered, confidence))})
         return out
 
 
@@ -340,6 +403,9 @@ class Sam2AutoParams(AnnotatorParams):
     # `gate_region` (default the centre square the exporter keeps; annotators/quality.py).
     min_area: float = Field(0.01, ge=0.0, le=1.0)
     gate_region: GateRegion = "centre_square"
+    # Quality `low_confidence` when the masks' area-weighted mean predicted IoU is below SAM's own bar
+    # (SAM_MIN_PREDICTED_IOU; transformers' mask-generation pipeline returns no stability score).
+    min_predicted_iou: float = Field(SAM_MIN_PREDICTED_IOU, ge=0.0, le=1.0)
 
 
 def build_tiny_sam2():
@@ -373,6 +439,7 @@ class Sam2Auto(Annotator):
     name = "sam2_auto"
     produces = ("sam2_mask",)
     Params = Sam2AutoParams
+    version = "2"  # 2: meta["confidence"], quality low_confidence
     resources = Resources(batch_size=4, concurrency=1, num_gpus=0.5)
     weights = (WeightSpec(SAM2_DEFAULT, None, "SAM 2.1 Hiera-L (transformers format)"),)
 
@@ -414,10 +481,13 @@ class Sam2Auto(Annotator):
             order = sorted(range(len(masks)), key=lambda i: (-int(masks[i].sum()), -scores[i], i))[:p.max_masks]
             masks, scores = [masks[i] for i in order], [scores[i] for i in order]
             colours = render.distinct_colours(len(masks))
+            records = [{"area": int(m.sum()), "predicted_iou": s} for m, s in zip(masks, scores)]
+            confidence = masks_confidence(records, ("predicted_iou",))
             meta = {"n_masks": len(masks), "masks": [
-                {"colour": list(c), "area": int(m.sum()), "predicted_iou": round(s, 4)}
-                for m, s, c in zip(masks, scores, colours)]}
+                {"colour": list(c), "area": r["area"], "predicted_iou": rounded(r["predicted_iou"])}
+                for r, c in zip(records, colours)], "confidence": confidence}
             rendered = render.colour_masks(masks, colours, h, w)
-            quality = mask_quality(gate_view(rendered, p.gate_region), p.min_area)
+            quality = (mask_quality(gate_view(rendered, p.gate_region), p.min_area)
+                       or score_quality(confidence, {"predicted_iou": p.min_predicted_iou}))
             out.append({"sam2_mask": NodeOutput(rendered, meta, quality)})
         return out

@@ -124,9 +124,12 @@ class FilterParams(_Strict):
                           "which the text cosine misses (MiniLM: 0.95 for a horizontal vs a vertical flip); "
                           "False: the check is still computed and written (pass_instruction), nothing dropped")
     conflict_number_ratio: float | None = Field(
-        None, ge=1, description="None: magnitudes never conflict (15 vs 20 degrees is one task; how alike the "
-                                "two edits are is the task-vector cosine's job); a ratio r: two values of one unit "
-                                "(degrees, percent, x/times) conflict when the larger exceeds r x the smaller")
+        1.1, ge=1, description="two values of one unit (degrees, percent, x/times) conflict when the larger "
+                                "exceeds this x the smaller: a hue turned 180 vs 240 degrees, a 1.5x vs a 2x zoom "
+                                "are other outputs, which the text cosine scores as one (0.94); None: never")
+    conflict_on_disjoint_slots: bool = Field(
+        True, description="two instructions that each name an attribute of the conflict check but none in common "
+                          "conflict: \"rotate 30 degrees clockwise\" vs \"flip horizontally\" (MiniLM cos 0.63)")
 
 
 class MineParams(_Strict):

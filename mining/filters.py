@@ -103,6 +103,6 @@ def dual_filter(source_emb: np.ndarray, text_emb: np.ndarray, a: np.ndarray, b: 
         moved = (delta_norm[a] >= limit) & (delta_norm[b] >= limit)
     distinct = None if shared_image is None else ~np.asarray(shared_image, dtype=bool)
     agree = None if instructions is None else \
-        ~instruction_conflicts(instructions, a, b, params.conflict_number_ratio)
+        ~instruction_conflicts(instructions, a, b, params.conflict_number_ratio, params.conflict_on_disjoint_slots)
     return FilterScores(cos_visual, cos_text, cos_visual <= params.tau_visual, cos_text >= params.tau_text,
                         distinct, moved, agree, params.drop_instruction_conflicts)

@@ -20,11 +20,14 @@ and "reduce the brightness" are dark, "increase the size" is big, "lower the con
 contrast: less). A modifier on anything else says nothing ("more vintage" and "less modern"
 are one edit), and an attribute noun alone ("adjust the brightness") says nothing either.
 
-Numbers with a unit (degrees, percent, "x"/times) are magnitudes: by default they never
-conflict. "Rotate 15 degrees" and "Rotate 20 degrees" are the same task at nearly the same
-strength, which is the analogy the quadruplet teaches; how far apart the two edits are is the
-task-vector cosine's job (NeighbourParams.min_cos_delta). FilterParams.conflict_number_ratio
-turns them on: two values of one unit conflict when the larger exceeds ratio x the smaller.
+Two texts that each name some slot (or a number's unit) but none in common ask for different
+kinds of edit ("rotate 30 degrees clockwise" vs "flip horizontally", MiniLM cos 0.63; "turn the
+hue 300 degrees" vs "warmer by 30%"): they conflict too (FilterParams.conflict_on_disjoint_slots).
+
+Numbers with a unit (degrees, percent, "x"/times): two values of one unit conflict when the
+larger exceeds FilterParams.conflict_number_ratio x the smaller (default 1.1): a hue turned by
+180 and by 240 degrees gives another image (MiniLM cos 0.94), and a quadruplet shows the query
+the exemplar's exact edit. "Rotate 15" vs "rotate 16 degrees" still agree; None turns it off.
 
 Cost: signatures are computed once per distinct text (cached), and a candidate costs two
 gathers of uint64 words; only candidates whose texts share a mentioned slot go on to a
@@ -86,6 +89,8 @@ SLOTS: dict[str, dict[str, str]] = {
                "purple": "purple violet lilac lavender", "pink": "pink magenta fuchsia", "brown": "brown",
                "black": "black", "white": "white", "grey": "grey", "gold": "gold golden", "silver": "silver",
                "beige": "beige", "monochrome": "monochrome monochromatic greyscale colourless", "sepia": "sepia"},
+    "shape": {"circle": "circle circular", "square": "square", "triangle": "triangle triangular", "star": "star",
+              "heart": "heart", "rectangle": "rectangle rectangular", "oval": "oval ellipse"},
     "style": {"watercolour": "watercolour", "oil": "oil", "sketch": "sketch pencil charcoal",
               "cartoon": "cartoon cartoonize cartoonise cartoonify comic anime manga",
               "pixel": "pixel pixelate pixelated", "mosaic": "mosaic", "popart": "popart",
@@ -188,8 +193,9 @@ def _build_lexicon() -> tuple[dict[str, tuple[tuple[str, str], ...]], dict[str, 
 
 
 LEXICON, SLOT_INDEX, SLOT_VALUES = _build_lexicon()
+SLOTS_LIST = list(SLOTS)
 N_SLOTS = len(SLOTS)
-assert N_SLOTS <= 64 and max(len(v) for v in SLOT_VALUES) <= 32  # one uint64 of slots, uint32 masks
+assert N_SLOTS + 3 <= 64 and max(len(v) for v in SLOT_VALUES) <= 32  # one uint64 of slots and units, uint32 masks
 _VOCAB = frozenset(LEXICON) | frozenset(ATTRIBUTES) | MORE | LESS | \
     frozenset(DIRECTIONAL_MODIFIERS) | {"too"}
 _SUFFIXES = ("ly", "ish", "est", "er", "en", "ed", "ing", "es", "s", "y")
@@ -312,15 +318,23 @@ def slot_bits(masks: np.ndarray) -> np.ndarray:
 
 
 def conflicts_between(masks: np.ndarray, nums: np.ndarray, ta: np.ndarray, tb: np.ndarray,
-                      number_ratio: float | None = None, chunk: int = 65536) -> np.ndarray:
+                      number_ratio: float | None = None, disjoint: bool = False, chunk: int = 65536) -> np.ndarray:
     """conflict[i]: texts ta[i] and tb[i] (rows of `signatures`) name one slot with no value in common,
-    or (number_ratio set) one unit with values more than number_ratio apart."""
+    or (number_ratio set) one unit with values more than number_ratio apart, or (disjoint) each names
+    some slot and none in common."""
     ta, tb = np.asarray(ta, np.int64), np.asarray(tb, np.int64)
     out = np.zeros(len(ta), dtype=bool)
     bits = slot_bits(masks)
+    units = np.left_shift((~np.isnan(nums)).astype(np.uint64), np.arange(N_SLOTS, N_SLOTS + len(UNIT_NAMES),
+                                                                         dtype=np.uint64)).sum(axis=1, dtype=np.uint64) \
+        if len(nums) else np.zeros(0, np.uint64)
     for s in range(0, len(ta), chunk):
         a, b = ta[s:s + chunk], tb[s:s + chunk]
-        rows = np.flatnonzero(bits[a] & bits[b])  # texts that share no slot cannot conflict: skip them
+        shared = bits[a] & bits[b]
+        if disjoint:  # a number's unit counts as a named attribute: "hue 300 degrees" vs "warmer by 30%"
+            na, nb = bits[a] | units[a], bits[b] | units[b]
+            out[s:s + chunk] = (na != 0) & (nb != 0) & ((na & nb) == 0)
+        rows = np.flatnonzero(shared)  # texts that share no slot cannot disagree on one: skip them
         ma, mb = masks[a[rows]], masks[b[rows]]
         out[s + rows] = ((ma != 0) & (mb != 0) & ((ma & mb) == 0)).any(axis=1)
         if number_ratio is not None:
@@ -341,18 +355,24 @@ def encode_texts(instructions: Sequence[str] | pa.Array | pa.ChunkedArray) -> tu
 
 
 def instruction_conflicts(instructions: Sequence[str] | pa.Array, a: np.ndarray, b: np.ndarray,
-                          number_ratio: float | None = None) -> np.ndarray:
+                          number_ratio: float | None = None, disjoint: bool = False) -> np.ndarray:
     """conflict[i] for candidates (a[i], b[i]), rows of `instructions` (one text per pair)."""
     texts, code = encode_texts(instructions)
     masks, nums = signatures(texts)
     return conflicts_between(masks, nums, code[np.asarray(a, np.int64)], code[np.asarray(b, np.int64)],
-                             number_ratio)
+                             number_ratio, disjoint)
 
 
-def explain(text_a: str, text_b: str, number_ratio: float | None = None) -> list[str]:
+def explain(text_a: str, text_b: str, number_ratio: float | None = None, disjoint: bool = False) -> list[str]:
     """Human-readable reasons two texts conflict ([] when they do not), for reports and debugging."""
     (ma, na), (mb, nb) = text_signature(text_a), text_signature(text_b)
     out = []
+    names = SLOTS_LIST + list(UNIT_NAMES)
+    named_a = {k for k, m in enumerate(ma) if m} | {N_SLOTS + k for k, x in enumerate(na) if not math.isnan(x)}
+    named_b = {k for k, m in enumerate(mb) if m} | {N_SLOTS + k for k, x in enumerate(nb) if not math.isnan(x)}
+    if disjoint and named_a and named_b and not named_a & named_b:
+        out.append(f"different attributes: {', '.join(names[k] for k in sorted(named_a))} vs "
+                   f"{', '.join(names[k] for k in sorted(named_b))}")
     for k, slot in enumerate(SLOTS):
         if ma[k] and mb[k] and not ma[k] & mb[k]:
             names = [", ".join(v for i, v in enumerate(SLOT_VALUES[k]) if m >> i & 1) for m in (ma[k], mb[k])]
@@ -398,7 +418,7 @@ def _text_filter(pairs: list[tuple[str, str, str]], embed_texts: Callable[[list[
     ia = np.array([index[a] for a, _, _ in pairs], dtype=np.int64)
     ib = np.array([index[b] for _, b, _ in pairs], dtype=np.int64)
     cos = np.einsum("ij,ij->i", emb[ia], emb[ib])
-    conflict = instruction_conflicts(texts, ia, ib, params.conflict_number_ratio)
+    conflict = instruction_conflicts(texts, ia, ib, params.conflict_number_ratio, params.conflict_on_disjoint_slots)
     return cos >= params.tau_text, conflict, np.array([lab == "same" for _, _, lab in pairs], dtype=bool)
 
 

@@ -22,7 +22,7 @@ from pipelines.sampling_params import ExportParams
 from pipelines.store import atomic_path
 
 
-GATE_SCORES_KEY = "scores"  # node meta: a detector's own scores, which its confidence gate read
+GATE_SCORES_KEY = "confidence"  # node meta: a detector's own scores, which its confidence gate read (annotators/quality.py)
 
 
 def cell_refs(sample: dict) -> list[tuple[str, str]]:

@@ -94,3 +94,40 @@ def test_mediapipe_output_matches_source_size(mediapipe_annotator):
     (out,) = mediapipe_annotator.annotate([{"image": img}], ["cat"])
     for node in fg.FOREGROUND_NODES:
         assert out[node].array.shape[:2] == img.shape[:2]
+
+
+def test_mediapipe_holds_back_a_confident_mask_without_a_person(mediapipe_annotator):
+    """The selfie model cuts the cat out as confidently as a person; BlazePose finds no person."""
+    from skimage import data
+
+    cat = data.chelsea()
+    out = mediapipe_annotator.annotate([{"image": cat}], ["cat"])[0]
+    assert {node: o.quality for node, o in out.items()} == dict.fromkeys(fg.FOREGROUND_NODES, "low_confidence")
+    conf = out["foreground_mask"].meta["confidence"]
+    assert conf["mask_mean_probability"] > 0.9 and conf["mask_confident_share"] > 0.5  # the mask alone passes
+    assert conf["person_score"] == 0.0 and conf["presence_score"] == 0.0
+    assert out["foreground_mask"].array.any()  # kept for the report, never sampled
+    old = fg.ForegroundMediapipe({"min_person_score": 0.0, "min_presence": 0.0, "min_confident_share": 0.0})
+    old.load()  # no person check (the check is not even run): what was kept before
+    assert old._person is None
+    before = old.annotate([{"image": cat}], ["cat"])[0]["foreground_mask"]
+    assert before.quality is None and set(before.meta["confidence"]) == {"mask_mean_probability",
+                                                                         "mask_confident_share"}
+
+
+def test_mediapipe_keeps_the_astronaut_with_its_scores(mediapipe_annotator, astronaut):
+    (out,) = mediapipe_annotator.annotate([{"image": astronaut}], ["astro"])
+    assert all(o.quality is None for o in out.values())
+    conf = out["foreground_mask"].meta["confidence"]
+    p = fg.MediapipeForegroundParams()
+    assert conf["person_score"] >= p.min_person_score and conf["presence_score"] >= p.min_presence
+    assert conf["mask_confident_share"] >= p.min_confident_share and conf["mask_mean_probability"] > 0.9
+    assert all(v == round(v, 4) for v in conf.values())
+
+
+def test_mask_confidence_statistics():
+    prob = np.array([[0.0, 0.2, 0.6], [0.95, 1.0, 0.7]], np.float32)
+    assert fg.mask_confidence(prob, 0.5) == {"mask_mean_probability": pytest.approx(0.8125, abs=1e-4),
+                                             "mask_confident_share": 0.5}
+    assert fg.mask_confidence(np.zeros((4, 4), np.float32), 0.5) == {"mask_mean_probability": 0.0,
+                                                                     "mask_confident_share": 0.0}

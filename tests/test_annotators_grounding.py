@@ -116,6 +116,24 @@ def test_qwen_grounding_runs_the_model_and_returns_all_nodes(qwen, photos):
     assert [o["bbox_json"].meta for o in again] == [o["bbox_json"].meta for o in out]
 
 
+def test_qwen_answer_confidence_is_stored_and_gates(qwen, photos):
+    out = qwen.annotate([{"image": im} for im in photos], ["a", "b"])
+    texts, _, confidences = qwen._vlm.generate_scored(photos, qwen.instruction(), qwen.params.max_new_tokens)
+    assert texts == [o["bbox_json"].meta["answer"] for o in out]  # the scored run answers the same
+    for nodes, c in zip(out, confidences):
+        assert nodes["bbox_json"].meta["confidence"] == {"answer_confidence": c}
+        assert 0.0 < c < 0.1  # a random model: close to one over its ~100-token vocabulary
+    # a parsed answer the model does not believe is held back; the same answer with no known
+    # confidence (or a confident one) is kept
+    answer = '[{"bbox_2d": [1, 1, 20, 20], "label": "cat"}]'
+    doubtful = qwen.detections_from_answer(answer, (100, 100), (100, 100), "z", confidences[0])
+    assert {o.quality for o in doubtful.values()} == {"low_confidence"}
+    assert doubtful["bbox_json"].meta["boxes"] == [[1.0, 1.0, 20.0, 20.0]]
+    sure = qwen.detections_from_answer(answer, (100, 100), (100, 100), "z", 0.93)
+    assert {o.quality for o in sure.values()} == {None}
+    assert {o.quality for o in qwen.detections_from_answer(answer, (100, 100), (100, 100), "z").values()} == {None}
+
+
 def test_qwen_model_input_size_maps_boxes_back(qwen, photos):
     answers, sizes = qwen._vlm.generate([photos[1]], qwen.instruction(), 2)
     mh, mw = sizes[0]
@@ -181,6 +199,27 @@ def test_owlv2_detects_with_the_real_model_path(owl, photos):
     assert n_boxes > 0  # the tiny model's random scores pass the threshold somewhere
     again = owl.annotate([{"image": im} for im in photos], ["a", "b"])
     assert [o["bbox_json"].meta for o in again] == [o["bbox_json"].meta for o in out]
+
+
+def test_owlv2_top_score_is_stored_and_gates(owl, photos):
+    out = owl.annotate([{"image": photos[0]}], ["a"])[0]
+    meta = out["bbox_json"].meta
+    assert meta["scores"] and meta["confidence"] == {"top_score": max(meta["scores"])}
+    assert meta["confidence"]["top_score"] >= gr.Owlv2Params().min_top_score
+    assert {o.quality for o in out.values()} == {None}
+    strict = gr.GroundingOwlv2({**owl.params.model_dump(), "min_top_score": meta["confidence"]["top_score"] + 1e-4})
+    strict._set(owl._model, owl._image_processor, owl._tokenizer)
+    held = strict.annotate([{"image": photos[0]}], ["a"])[0]
+    assert {o.quality for o in held.values()} == {"low_confidence"}
+    assert held["bbox_json"].meta == meta and np.array_equal(held["bbox"].array, out["bbox"].array)
+
+
+def test_detection_nodes_gate_on_confidence_only_with_boxes():
+    low = gr.detection_nodes(20, 30, [[1, 1, 9, 9]], ["cat"], [0.25], "x", "m", {"top_score": 0.25}, {"top_score": 0.3})
+    assert {o.quality for o in low.values()} == {"low_confidence"}
+    assert low["bbox_json"].meta["confidence"] == {"top_score": 0.25}
+    empty = gr.detection_nodes(20, 30, [], [], [], "x", "m", {"top_score": 0.0}, {"top_score": 0.3})
+    assert {o.quality for o in empty.values()} == {"no_box"}  # nothing to draw comes first
 
 
 def test_owlv2_load_without_weights_names_the_repo(tmp_path):

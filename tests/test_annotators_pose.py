@@ -85,6 +85,52 @@ def test_mediapipe_is_deterministic_and_empty_without_people(mediapipe_pose, ast
     assert first[0]["openpose"].meta == again.meta
     cup = first[1]["openpose"]
     assert cup.meta["people"] == [] and cup.array.shape == coffee.shape and cup.array.max() == 0
+    assert cup.quality == "no_person" and cup.meta["confidence"]["person_score"] == 0.0
+
+
+def test_mediapipe_stores_its_scores_and_keeps_the_astronaut(mediapipe_pose, astronaut):
+    node = mediapipe_pose.annotate([{"image": astronaut}], ["a"])[0]["openpose"]
+    conf = node.meta["confidence"]
+    assert node.quality is None
+    defaults = pose.MediapipePoseParams()
+    assert conf["person_score"] >= defaults.min_person_score + 0.2 and conf["presence_score"] >= defaults.min_presence
+    assert len(conf["landmark_visibility"]) == len(conf["landmark_presence"]) == 33
+    # the head and shoulders are in the frame and visible; the legs (below the portrait) are not
+    nose, l_sh, r_sh, l_ankle = 0, 11, 12, 27
+    assert min(conf["landmark_visibility"][i] for i in (nose, l_sh, r_sh)) > 0.9
+    assert min(conf["landmark_presence"][i] for i in (nose, l_sh, r_sh)) > 0.9
+    assert conf["landmark_presence"][l_ankle] < 0.5
+    stored = [conf["person_score"], conf["presence_score"], *conf["landmark_visibility"], *conf["landmark_presence"]]
+    assert all(v == round(v, 4) for v in stored)  # rounded: float noise never changes the meta's bytes
+
+
+def test_mediapipe_holds_back_a_skeleton_the_model_doubts(mediapipe_pose):
+    """No person: a motorcycle (mirrored). BlazePose's detector still finds a 'person' (score 0.67) and
+    the old graph drew and kept its skeleton; the landmark model's own pose-presence flag (0.61, people
+    score >= 0.97) holds it back."""
+    from skimage import data
+
+    moto = np.ascontiguousarray(data.stereo_motorcycle()[0][:, ::-1])
+    node = mediapipe_pose.annotate([{"image": moto}], ["moto"])[0]["openpose"]
+    conf = node.meta["confidence"]
+    assert node.quality == "low_confidence"
+    assert len(node.meta["people"]) == 1 and node.array.max() > 0  # kept for the report, never sampled
+    assert 0.5 <= conf["person_score"] < 0.8 and 0.5 <= conf["presence_score"] < 0.8
+    assert len(conf["landmark_visibility"]) == 33
+    old = get("pose_mediapipe")({"min_person_score": 0.5, "min_presence": 0.5})  # the old graph's own 0.5s
+    old.load()
+    assert old.annotate([{"image": moto}], ["moto"])[0]["openpose"].quality is None
+
+
+def test_mediapipe_graph_gives_mp_solutions_pose_landmarks(mediapipe_pose, astronaut):
+    """The graph that also returns the scores runs the same models: identical landmarks."""
+    import mediapipe as mp
+
+    landmarks, _ = pose.mediapipe_pose(mediapipe_pose._graph, astronaut)
+    with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1) as reference:
+        expected = reference.process(astronaut).pose_landmarks.landmark
+    assert [(lm.x, lm.y, lm.z, lm.visibility) for lm in landmarks] == [
+        (lm.x, lm.y, lm.z, lm.visibility) for lm in expected]
 
 
 def test_openpose_random_build_runs_the_real_path(openpose_random, astronaut):
@@ -97,12 +143,31 @@ def test_openpose_random_build_runs_the_real_path(openpose_random, astronaut):
         node = produced["openpose"]
         assert node.array.shape == image.shape and node.array.dtype == np.uint8
         assert node.meta["format"] == "openpose_body18" and node.meta["backend"] == "openpose"
+        assert 0.0 <= node.meta["confidence"]["person_score"] <= 1.0
         for person in _people(node.meta):
             present = person[person[:, 2] > 0]
             assert (present[:, 0] < image.shape[1]).all() and (present[:, 1] < image.shape[0]).all()
     again = openpose_random.annotate([{"image": small}], ["a"])[0]["openpose"]
     np.testing.assert_array_equal(out[0]["openpose"].array, again.array)
     assert out[0]["openpose"].meta == again.meta
+
+
+def test_openpose_person_score_is_the_best_mean_keypoint_confidence_and_gates():
+    weak = [(10.0, 10.0, 0.3)] * 6 + [None] * 12
+    strong = [(20.0, 20.0, 0.9)] * 4 + [(30.0, 30.0, 0.7)] * 4 + [None] * 10
+    assert pose.openpose_confidence([weak, strong]) == {"person_score": 0.8}
+    assert pose.openpose_confidence([]) == {"person_score": 0.0}
+    node = pose._pose_output([weak], [1.8], 64, 64, "openpose", 4, "full", pose.openpose_confidence([weak]),
+                             {"person_score": pose.PoseParams().min_person_score})
+    assert node.quality == "low_confidence" and node.meta["confidence"] == {"person_score": 0.3}
+    assert node.array.max() > 0  # drawn, kept for the report
+    kept = pose._pose_output([strong], [6.4], 64, 64, "openpose", 4, "full", pose.openpose_confidence([strong]),
+                             {"person_score": 0.5})
+    assert kept.quality is None
+    # too few keypoints is still no_person, whatever the scores
+    few = pose._pose_output([strong[:3] + [None] * 15], [1.0], 64, 64, "openpose", 4, "full",
+                            {"person_score": 0.9}, {"person_score": 0.5})
+    assert few.quality == "no_person"
 
 
 def test_openpose_without_weights_names_the_repo(tmp_path, monkeypatch):

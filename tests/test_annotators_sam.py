@@ -44,6 +44,16 @@ def boxes_annotator():
     return a
 
 
+LENIENT = {"min_predicted_iou": 0.0, "min_stability_score": 0.0}  # SAM's bar off: random weights never reach it
+
+
+def _sharing(cls, model, params):
+    """Another annotator of `cls` on the same (already built) tiny model."""
+    a = cls(params)
+    a._set_model(model)
+    return a
+
+
 def test_sam_auto_renders_distinct_coloured_masks(auto, chelsea):
     (out,) = auto.annotate([{"image": chelsea}], ["img0"])
     assert set(out) == {"sam2_mask"}
@@ -57,6 +67,21 @@ def test_sam_auto_renders_distinct_coloured_masks(auto, chelsea):
     assert painted and painted <= colours
     areas = [m["area"] for m in meta["masks"]]
     assert areas == sorted(areas, reverse=True)
+
+
+def test_sam_auto_stores_scores_and_gates_on_sams_bar(auto, chelsea):
+    node = auto.annotate([{"image": chelsea}], ["img0"])[0]["sam2_mask"]
+    masks = node.meta["masks"]
+    assert all({"predicted_iou", "stability_score"} <= set(m) for m in masks)
+    areas = [m["area"] for m in masks]
+    expected = sum(m["predicted_iou"] * a for m, a in zip(masks, areas)) / sum(areas)
+    assert node.meta["confidence"]["predicted_iou"] == pytest.approx(expected, abs=1e-4)
+    # the fixture's generator keeps every mask (thresholds 0); the node gate still holds SAM's bar
+    assert node.meta["confidence"]["predicted_iou"] < 0.88 and node.quality == "low_confidence"
+    lenient = _sharing(sam_mod.SamAuto, auto._model, {"points_per_side": 4, "pred_iou_thresh": 0.0,
+                                                      "stability_score_thresh": 0.0, "max_masks": 8, **LENIENT})
+    again = lenient.annotate([{"image": chelsea}], ["img0"])[0]["sam2_mask"]
+    assert again.quality is None and again.meta == node.meta
 
 
 def test_sam_auto_is_deterministic(auto, chelsea):
@@ -115,8 +140,40 @@ def test_sam_boxes_without_boxes_are_stored_as_no_box(boxes_annotator, astronaut
         assert {node: o.quality for node, o in out.items()} == dict.fromkeys(
             ("mask", "interactive_seg_source", "interactive_seg_mask"), "no_box")
         assert not out["mask"].array.any() and out["mask"].array.shape == astronaut.shape
-    ok = boxes_annotator.annotate([{"image": astronaut, "bbox_json.meta": {"boxes": [[10, 10, 200, 220]]}}], ["k"])
+    lenient = _sharing(sam_mod.SamBoxes, boxes_annotator._model, LENIENT)
+    ok = lenient.annotate([{"image": astronaut, "bbox_json.meta": {"boxes": [[10, 10, 200, 220]]}}], ["k"])
     assert all(o.quality is None for o in ok[0].values())
+
+
+def test_sam_boxes_store_sams_scores_and_hold_back_doubtful_masks(boxes_annotator, astronaut):
+    meta = {"boxes": [[60, 10, 200, 250], [5, 5, 40, 60]], "labels": ["person", "flag"], "scores": [0.9, 0.8]}
+    out = boxes_annotator.annotate([{"image": astronaut, "bbox_json.meta": meta}], ["astro"])[0]
+    mask = out["mask"].meta
+    ious, stability = mask["predicted_iou"], mask["stability_score"]
+    assert len(ious) == len(stability) == 2
+    assert all(v == round(v, 4) for v in ious + stability)
+    conf = mask["confidence"]
+    assert min(ious) <= conf["predicted_iou"] <= max(ious)
+    assert min(stability) <= conf["stability_score"] <= max(stability)
+    # random weights predict low IoU: below SAM's own bar (0.88 / 0.95), all three nodes are held back
+    assert conf["predicted_iou"] < sam_mod.SAM_MIN_PREDICTED_IOU
+    assert {node: o.quality for node, o in out.items()} == dict.fromkeys(
+        ("mask", "interactive_seg_source", "interactive_seg_mask"), "low_confidence")
+    pick = out["interactive_seg_mask"].meta["index"]
+    assert out["interactive_seg_mask"].meta["predicted_iou"] == ious[pick]
+    assert out["interactive_seg_source"].meta == out["interactive_seg_mask"].meta
+    lenient = _sharing(sam_mod.SamBoxes, boxes_annotator._model, LENIENT)
+    kept = lenient.annotate([{"image": astronaut, "bbox_json.meta": meta}], ["astro"])[0]
+    assert all(o.quality is None for o in kept.values())
+    assert np.array_equal(kept["mask"].array, out["mask"].array) and kept["mask"].meta == out["mask"].meta
+    # one threshold at a time: a bar just above the stored IoU holds back, just below keeps
+    def mask_quality_at(min_iou):
+        params = {"min_stability_score": 0.0, "min_predicted_iou": min_iou}
+        a = _sharing(sam_mod.SamBoxes, boxes_annotator._model, params)
+        return a.annotate([{"image": astronaut, "bbox_json.meta": meta}], ["astro"])[0]["mask"].quality
+
+    assert mask_quality_at(conf["predicted_iou"] + 1e-4) == "low_confidence"
+    assert mask_quality_at(conf["predicted_iou"]) is None
 
 
 def test_choose_interactive_prefers_mid_sized_boxes():
@@ -153,6 +210,8 @@ def test_sam_entities_use_seeded_random_colours(chelsea):
     # Same masks, other image id: other colours (VIRAL's "random distinct colour per entity").
     assert [e["area"] for e in a.meta["entities"]] == [e["area"] for e in b.meta["entities"]]
     assert [e["colour"] for e in a.meta["entities"]] != [e["colour"] for e in b.meta["entities"]]
+    assert all({"predicted_iou", "stability_score"} <= set(e) for e in a.meta["entities"])
+    assert a.quality == "low_confidence" and a.meta["confidence"]["predicted_iou"] < 0.88
     assert np.array_equal(a.array, ent.annotate([{"image": chelsea}], ["cat-1"])[0]["entity_seg"].array)
 
 
@@ -180,6 +239,9 @@ def test_sam2_auto_through_transformers_pipeline():
     painted = {tuple(c) for c in node.array.reshape(-1, 3)} - {(0, 0, 0)}
     assert painted and painted <= {tuple(m["colour"]) for m in node.meta["masks"]}
     assert np.array_equal(a.annotate([{"image": image}], ["c"])[0]["sam2_mask"].array, node.array)
+    ious = [m["predicted_iou"] for m in node.meta["masks"]]
+    assert min(ious) <= node.meta["confidence"]["predicted_iou"] <= max(ious)
+    assert node.quality == ("low_confidence" if node.meta["confidence"]["predicted_iou"] < 0.88 else None)
     with pytest.raises(MissingWeightsError, match="facebook/sam2.1-hiera-large"):
         sam_mod.Sam2Auto(models_dir="/nonexistent-models").load()
 

@@ -80,6 +80,21 @@ def test_entity_seg_colours_are_distinct_seeded_and_match_meta(entity, photos):
     assert [e["colour"] for e in other.meta["entities"]] != [e["colour"] for e in again.meta["entities"]]
 
 
+def test_entity_seg_stores_the_area_weighted_score_and_gates(entity, photos):
+    node = entity.annotate([{"image": photos[0]}], ["a"])[0]["entity_seg"]
+    ents = node.meta["entities"]
+    expected = sum(e["score"] * e["area"] for e in ents) / sum(e["area"] for e in ents)
+    mean = node.meta["confidence"]["mean_score"]
+    assert mean == pytest.approx(expected, abs=1e-4) and mean == round(mean, 4)
+    # the fixture keeps every query (threshold 0); the node gate holds the model's own 0.5 bar
+    assert node.quality == ("low_confidence" if mean < 0.5 else None)
+    for bar, quality in ((mean + 1e-4, "low_confidence"), (mean, None)):
+        a = seg.EntitySegmentation({**entity.params.model_dump(), "min_mean_score": bar})
+        a._set(entity._model, entity._processor)
+        assert a.annotate([{"image": photos[0]}], ["a"])[0]["entity_seg"].quality == quality
+    assert seg.entities_confidence([]) == {"mean_score": 0.0}
+
+
 def test_panoptic_entities_skips_empty_segments():
     segmap = np.array([[1, 1], [3, 0]])
     infos = [{"id": 3, "label_id": 5}, {"id": 1, "label_id": 2}, {"id": 2, "label_id": 9}]

@@ -83,7 +83,8 @@ def chain(tmp_path_factory, plugin_ray):
         "depth_anything_v2": {"params": {"resolution": 56, "min_relative_spread": 0.0}},
         # random OWLv2 scores are near 0.5 everywhere: keep the four best boxes of every image
         "grounding_owlv2": {"params": {"threshold": 0.0, "max_boxes": 4}, **cpu},
-        "sam_boxes_tiny_random": cpu,
+        # a tiny random SAM predicts IoU ~0.36: its confidence gate would hold back every mask
+        "sam_boxes_tiny_random": {"params": {"min_predicted_iou": 0.0, "min_stability_score": 0.0}, **cpu},
         "fill_edit": {"params": {**TINY, "outputs": 2}, **cpu},  # fewer than Graph200K's 5
         "depth_edit": {"params": TINY, **cpu},
         "instant_style": {"params": {**TINY, "outputs": 2}, **cpu},

@@ -247,6 +247,18 @@ def test_foreground_of_an_empty_mask_is_empty_mask(photo, flat):
     assert {o.quality for o in _one("foreground_mediapipe", flat, load="load_random").values()} == {"empty_mask"}
 
 
+def test_low_confidence_is_a_reason_and_compares_each_score_with_its_minimum():
+    from annotators.quality import REASONS, rounded, score_quality
+
+    assert "low_confidence" in REASONS
+    assert score_quality({"a": 0.4, "b": 0.99}, {"a": 0.5, "b": 0.9}) == "low_confidence"
+    assert score_quality({"a": 0.6, "b": 0.8}, {"a": 0.5, "b": 0.9}) == "low_confidence"
+    assert score_quality({"a": 0.5, "b": 0.9}, {"a": 0.5, "b": 0.9}) is None  # at the minimum passes
+    assert score_quality({}, {"a": 0.1}) == "low_confidence"  # nothing reported counts as 0
+    assert score_quality({}, {"a": 0.0}) is None  # a minimum of 0 never holds back
+    assert rounded(0.123456789) == 0.1235
+
+
 def test_grounding_without_boxes_is_no_box():
     from annotators.grounding import detection_nodes
 

@@ -48,7 +48,7 @@ def shard_path(out: Path, split: str, index: int, layout: str = "grid", shape: s
 def load_cells(samples: list[dict], cells: list, online: dict, plugins: tuple[str, ...], store_root: str) -> dict:
     """(node, image id) -> encoded bytes for every cell of the samples (online nodes rendered; their
     meta, which records the parameters they used, is put in each sample's `online_params`). A cell
-    whose node meta holds the model's own scores (`scores`: pose visibility, mask confidence, box
+    whose node meta holds the model's own scores (`confidence`: pose visibility, mask confidence, box
     scores) puts them in the sample's `gate_scores`, which the record carries."""
     by_part: dict[tuple[str, str], list[str]] = defaultdict(list)
     for node, image_id, part in cells:
