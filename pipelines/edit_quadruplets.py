@@ -75,7 +75,8 @@ def mined_quadruplets(rows: list[dict], split_of: Callable[[str], str]) -> dict[
         if len(splits) != 1:
             continue
         scores = {"pairing": "task_vector", "cluster": int(r["cluster"]), "origins": ["corpus", "corpus"],
-                  "pair_ids": [r["pair_id_b"], r["pair_id_a"]], "instructions": [r["instruction_b"], r["instruction_a"]],
+                  "pair_ids": [r["pair_id_b"], r["pair_id_a"]],
+                  "instructions": [r["instruction_b"], r["instruction_a"]],
                   **{k: round(float(r[k]), 6) for k in ("cos_delta", "cos_visual", "cos_text") if k in r}}
         cells = {f"{role}_{col}_{side}": r[f"{role}_{col}_{side}"] for role in CELL_ROLES for col in ("node", "image")
                  for side in "ab"}

@@ -92,8 +92,13 @@ def edits_html(section: dict) -> str:
                      f"</th></tr>{rows}</table>")
     held = (section.get("mining") or {}).get("instruction_filter_heldout")
     if held:
-        parts.append(f"<p>Instruction filter on the held-out opposite/paraphrase pairs: "
-                     f"{esc(json.dumps(held, sort_keys=True))}</p>")
+        f, c = held["filter"], held["cosine_only"]
+        parts.append(f"<p>Instruction filter on {held['n_pairs']} held-out instruction pairs ({held['n_different']} "
+                     f"opposite or different, {held['n_same']} paraphrases; mining/instruction_pairs_heldout.yaml): "
+                     f"precision {f['precision']} and recall {f['recall']} (text cosine alone: precision "
+                     f"{c['precision']}, recall {c['recall']}); the conflict check caught "
+                     f"{held['different_caught_by_conflict']} of the {held['different_kept_by_cosine']} different "
+                     f"pairs the cosine kept and rejected {held['same_rejected_by_conflict']} paraphrases.</p>")
     cells = []
     for e in section.get("gallery", []):
         lines = [f"{e['key']} · {e['sub_task']} · {e['pairing']}", f"exemplar: {e['instructions'][0]}",
@@ -101,6 +106,7 @@ def edits_html(section: dict) -> str:
         cells.append(f'<figure><img src="{esc(e["file"])}" alt="{esc(e["key"])}"><figcaption>'
                      f"{'<br>'.join(map(esc, lines))}</figcaption></figure>")
     if cells:
-        parts.append("<p>Top row: the exemplar pair (A, A'); bottom row: the query pair (B, B'), B' the target.</p>"
+        parts.append("<p>Top row: the exemplar pair (source, edited); bottom row: the query pair, whose edited "
+                     "image is the target.</p>"
                      f"<div class='gallery'>{''.join(cells)}</div>")
     return "".join(parts)

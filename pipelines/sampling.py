@@ -295,7 +295,8 @@ def sample(index, tasks: list[Task], params, *, split_of=None, groups=None, embe
     for split, counts in plan.items():
         rng = task_rng(params.seed, split, mined_name)
         for sub, rows in sorted(_edit_split(edits, split, mined_name in heldout).items()):
-            picked = draw(rows, counts.get(f"{mined_name}/{sub}", 0), task_rng(params.seed, split, f"{mined_name}/{sub}"))
+            name = f"{mined_name}/{sub}"
+            picked = draw(rows, counts.get(name, 0), task_rng(params.seed, split, name))
             out.extend(quadruplet_sample(r, split, rng, params) for r in picked)
     return assign_keys(out)
 

@@ -22,7 +22,8 @@ from pipelines.sampling_params import ExportParams
 from pipelines.store import atomic_path
 
 
-GATE_SCORES_KEY = "confidence"  # node meta: a detector's own scores, which its confidence gate read (annotators/quality.py)
+# node meta: a detector's own scores, which its confidence gate read (annotators/quality.py)
+GATE_SCORES_KEY = "confidence"
 
 
 def cell_refs(sample: dict) -> list[tuple[str, str]]:

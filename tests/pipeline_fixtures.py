@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import tarfile
 from pathlib import Path
 
 from pipelines.params import Params, parse_params, validate_params
@@ -22,3 +24,12 @@ def small_params(root: Path, *, count: int = 24, annotators: dict | None = None,
     params = parse_params(data)
     validate_params(params)
     return params
+
+
+def shard_records(out: Path) -> list[dict]:
+    """The JSON record of every sample in the grid shard sets under `out`, in shard order."""
+    records = []
+    for path in sorted(Path(out).glob("shards/*/*.tar")):
+        with tarfile.open(path) as tar:
+            records += [json.loads(tar.extractfile(m).read()) for m in tar if m.name.endswith(".json")]
+    return records

@@ -4,7 +4,6 @@ mining from the store's records, mined quadruplets in the shards, and the stage 
 from __future__ import annotations
 
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from pipelines.images import content_id, encode_png
 from pipelines.params import parse_params
 from pipelines.stages.ingest import ingest_part, plan_ingest
 from pipelines.store import NodeStore, part_name, write_table
-from tests.pipeline_fixtures import small_params
+from tests.pipeline_fixtures import shard_records, small_params
 
 EDITS = {
     "invert": ("invert the colours", lambda im: 255 - im),
@@ -159,14 +158,6 @@ def _hf_corpus(root: Path, pairs: list[dict]) -> dict:
     return {"kind": "hf_disk", "path": str(root), "layout": "edit_pairs"}
 
 
-def _shard_records(out: Path) -> list[dict]:
-    records = []
-    for path in sorted(out.glob("shards/*/*.tar")):
-        with tarfile.open(path) as tar:
-            records += [json.loads(tar.extractfile(m).read()) for m in tar if m.name.endswith(".json")]
-    return records
-
-
 def _write_params(root: Path, params) -> Path:
     import yaml
 
@@ -192,7 +183,7 @@ def test_vicl_run_mines_two_corpus_kinds_with_bad_items_as_failure_rows(tmp_path
                        ("corpus_pq", "decode_error")}, failures
     mined = json.loads((tmp_path / "store" / "mined" / "mined.json").read_text())
     assert mined["pairs"] == len(pairs) and mined["pairs_by_origin"] == {"corpus": len(pairs)}
-    records = [r for r in _shard_records(out) if r["task"] == "mined_edit"]
+    records = [r for r in shard_records(out) if r["task"] == "mined_edit"]
     quads = pq.read_table(tmp_path / "store" / "mined" / "quadruplets.parquet")
     assert records and len(records) <= quads.num_rows
     corpus_images = {i for roles in NodeStore(tmp_path / "store").records().values() for i in roles.values()}
@@ -213,7 +204,7 @@ def test_vicl_run_mines_two_corpus_kinds_with_bad_items_as_failure_rows(tmp_path
     # mining switched off: the next build has no mined task, and no stale quadruplets stay behind
     off = params.model_copy(update={"mine": params.mine.model_copy(update={"enabled": False})})
     assert main(["run", "--params", str(_write_params(tmp_path, off))]) == 0
-    assert not [r for r in _shard_records(out) if r["task"] == "mined_edit"]
+    assert not [r for r in shard_records(out) if r["task"] == "mined_edit"]
     assert not (tmp_path / "store" / "mined" / "quadruplets.parquet").exists()
 
 

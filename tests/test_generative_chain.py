@@ -187,22 +187,23 @@ def test_a_style_family_can_carry_each_row_s_own_reference(chain):
             assert len({c["image_id"] for c in cells}) == 1  # the photo, its reference and its stylisation
 
 
-def test_generated_analogous_pairs_are_mined_into_quadruplets(chain):
+def test_generated_analogous_pairs_are_label_paired_into_quadruplets(chain):
     """The analogous pairs' A and A' are two nodes of one image slot (A' names its A in
-    `meta.source_node`): the mine stage pairs them, and their quadruplets reach the shards."""
+    `meta.source_node`), keyed by the instruction the editing model applied: the mine stage lists
+    them as labelled pairs, the sampler pairs two of one key, and the quadruplets reach the shards."""
     import webdataset as wds
 
     params, results = chain
     mined = results["mine"]
-    assert mined["pairs_by_origin"] == {"analogous": 2 * IMAGES}, mined
-    quads = pq.read_table(Path(params.paths.store) / "mined" / "quadruplets.parquet").to_pylist()
-    assert quads, mined
-    assert all(q[f"{role}_node_{side}"].startswith(f"analogous_{'source' if role == 'source' else 'edit'}")
-                         for q in quads for side in "ab" for role in ("source", "edited"))
-    # the two pairs of one slot share their instruction: a ready-made quadruplet of one task
-    assert all(q["instruction_a"] == q["instruction_b"] for q in quads if q["source_image_a"] == q["source_image_b"])
+    assert mined["pairs_by_origin"] == {"analogous": 2 * IMAGES} and mined["labelled_pairs"] == 2 * IMAGES, mined
+    pairs = pq.read_table(Path(params.paths.store) / "mined" / "labelled_pairs.parquet").to_pylist()
+    assert all(p["transform_key"] == f"analogous:{p['instruction']}" for p in pairs)
+    assert all(p["source_node"].startswith("analogous_source") and p["edited_node"].startswith("analogous_edit")
+               for p in pairs)
     out = Path(params.paths.out)
     records = [json.loads(s["json"]) for s in wds.WebDataset(sorted(glob.glob(str(out / "shards/*/*.tar"))),
                                                              shardshuffle=False)]
     mined_records = [r for r in records if r["task"] == "mined_edit"]
     assert mined_records and all(c["node"].startswith("analogous_") for r in mined_records for c in r["cells"])
+    for r in mined_records:  # both pairs apply one instruction
+        assert r["scores"]["pairing"] == "label" and len(set(r["scores"]["instructions"])) == 1

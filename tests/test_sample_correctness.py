@@ -5,7 +5,6 @@ task mix that keeps edits to a bounded share (PICO: diversity before volume)."""
 from __future__ import annotations
 
 import json
-import tarfile
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from pipelines.sampling import sample, task_rng
 from pipelines.sampling_params import SamplerParams
 from pipelines.task_mix import apply_budget, water_fill
 from pipelines.tasks import Task
-from tests.pipeline_fixtures import small_params
+from tests.pipeline_fixtures import shard_records, small_params
 
 
 def test_transform_keys_tell_opposite_edits_apart_and_ignore_strength():
@@ -111,14 +110,6 @@ def _edit_corpus(root: Path, n: int) -> dict:
     return {"kind": "parquet", "path": str(root / "edits.parquet"), "layout": "edit_pairs"}
 
 
-def _shard_records(out: Path) -> list[dict]:
-    records = []
-    for path in sorted(out.glob("shards/*/*.tar")):
-        with tarfile.open(path) as tar:
-            records += [json.loads(tar.extractfile(m).read()) for m in tar if m.name.endswith(".json")]
-    return records
-
-
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
     """`vicl run` on scikit-image photo crops, an edit corpus of flips (horizontal and vertical in
@@ -141,7 +132,7 @@ def build(tmp_path_factory):
     assert main(["run", "--params", str(path)]) == 0
     store = NodeStore(root / "store")
     records = store.records()
-    return {"root": root, "store": store, "records": records, "shards": _shard_records(root / "out"),
+    return {"root": root, "store": store, "records": records, "shards": shard_records(root / "out"),
             "edited": {roles["edited"]: r for r, roles in records.items()},
             "flips": node_meta(Catalog.load(store), "edit_flip")}
 
@@ -193,3 +184,44 @@ def test_edits_stay_within_the_budget_and_counts_mean_what_they_say(build):
     pairing = summary["edit_pairing"]
     assert pairing["synthetic_edit"] == {"samples": pairing["synthetic_edit"]["samples"], "pairing": "label",
                                          "transform_agreement": 1.0}
+
+
+def test_the_record_carries_the_scores_that_admitted_each_cell(tmp_path):
+    """A detector's own scores (node meta `confidence`) reach the sample record as `gate_scores`, so a
+    user can set a stricter threshold on the exported data without rebuilding."""
+    import pyarrow as pa
+
+    from pipelines.images import encode_png
+    from pipelines.sampling_params import ExportParams
+    from pipelines.shards import CellCache, assemble
+    from pipelines.stages.export import load_cells
+    from pipelines.store import NODE_SCHEMA, write_table
+
+    png = encode_png(data.astronaut()[:32, :32])
+    rows = [{"image_id": "a", "node_type": node, "data": png, "format": "png", "width": 32, "height": 32,
+             "meta": json.dumps(meta), "annotator": "x", "annotator_version": "1", "params_hash": "h",
+             "seconds": 0.0, "error": None, "quality": None}
+            for node, meta in (("image", {}), ("openpose", {"confidence": {"person_score": 0.81}}))]
+    write_table(pa.Table.from_pylist(rows, schema=NODE_SCHEMA), tmp_path / "part-0.parquet")
+    s = {"key": "train_000000000", "split": "train", "task": "image_to_openpose", "family": "dense_prediction",
+         "columns": ["image", "openpose"], "image_ids": ["a"]}
+    cells = load_cells([s], [("image", "a", "part-0.parquet"), ("openpose", "a", "part-0.parquet")], {}, (),
+                       str(tmp_path))
+    record = json.loads(assemble(s, CellCache(cells), ExportParams(cell_size=32))["json"])
+    assert record["gate_scores"] == {"openpose/a": {"person_score": 0.81}}
+
+
+@pytest.mark.slow
+def test_report_shows_the_task_mix_and_the_quadruplets_with_their_instructions(build, tmp_path):
+    from pipelines.params import parse_params
+    from pipelines.report import write_report
+
+    params = parse_params({"paths": {"store": str(build["store"].root), "out": str(tmp_path / "out")}})
+    page = write_report(params, build["store"]).read_text()
+    data_json = json.loads((tmp_path / "out" / "report" / "report.json").read_text())
+    edits = data_json["edits"]
+    assert edits["mix"]["per_family"]["train"] and edits["edit_pairing"]["synthetic_edit"]["pairing"] == "label"
+    assert edits["gallery"] and all(len(e["instructions"]) == 2 for e in edits["gallery"])
+    first = edits["gallery"][0]
+    assert (tmp_path / "out" / "report" / first["file"]).is_file()
+    assert "Task mix" in page and first["instructions"][1] in page and "Edit quadruplets" in page
