@@ -214,7 +214,8 @@ def through_cli(args, src, edited, texts, labels, embed_params: EmbedParams, par
                   "ingest": {"sources": [{"kind": "parquet", "path": str(root / "corpus.parquet"),
                                           "layout": "edit_pairs"}], "image_format": "png", "max_side": 0},
                   "annotate": {"annotators": {}}, "mine": mine_section,
-                  "sample": {"eval_fraction": 0.0, "samples_per_task": 1}, "export": {"cell_size": 64}}
+                  # every quadruplet a sample: each cluster is a sub-task capped at samples_per_task
+                  "sample": {"eval_fraction": 0.0, "samples_per_task": 1_000_000}, "export": {"cell_size": 64}}
         (root / "params.yaml").write_text(yaml.safe_dump(config))
         t0 = time.perf_counter()
         run = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--params", str(root / "params.yaml")],

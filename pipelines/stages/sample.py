@@ -211,7 +211,8 @@ def run_sample(params: Params, store: NodeStore) -> dict:
                "near_duplicate_groups": int(len(np.unique(group))), "images_without_embedding": int((~has_emb).sum()),
                "leaking_eval_samples": leakage["eval_samples_with_near_duplicate_in_train"]
                + leakage["eval_samples_sharing_an_image_with_train"],
-               "per_task": {t: dict(sorted(c.items())) for t, c in sorted(per_task.items())},
+               "per_task": {t: sum(c.values()) for t, c in sorted(per_task.items())},
+               "per_task_split": {t: dict(sorted(c.items())) for t, c in sorted(per_task.items())},
                "mix": mix_summary(samples), "edit_pairing": pairing_summary(samples, labelled)}
     staging = staging_folder(folder)
     write_table(pa.Table.from_pylist(samples, schema=SAMPLES_SCHEMA), staging / store.samples_path.name)
