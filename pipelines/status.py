@@ -33,7 +33,9 @@ def status_report(params: Params, store: NodeStore) -> str:
         lines.append("mine:     disabled")
     elif mined.exists() and json.loads(mined.read_text()).get("enabled", True):
         m = json.loads(mined.read_text())
-        lines.append(f"mine:     {m.get('pairs', 0)} pairs -> {m.get('quadruplets', 0)} quadruplets")
+        labelled = (f"{m['labelled_pairs']} of known transform ({m.get('transform_keys', 0)} keys, paired by label "
+                    "at sample), ") if m.get("labelled_pairs") else ""
+        lines.append(f"mine:     {m.get('pairs', 0)} pairs: {labelled}{m.get('quadruplets', 0)} mined quadruplets")
     else:
         lines.append("mine:     not run")
     if store.samples_path.exists():
