@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -58,9 +58,10 @@ class WeightSpec:
 
 
 class MissingWeightsError(FileNotFoundError):
-    """Raised when weights are not on disk; the message names the file and how to get it."""
+    """Raised when weights are not on disk; the message names the file, how to get it and the params
+    key that points at the folder (`annotate.models_dir`, or the trainer's `train.model.models_dir`)."""
 
-    def __init__(self, spec: WeightSpec, searched: list[str]):
+    def __init__(self, spec: WeightSpec, searched: list[str], key: str = "annotate.models_dir"):
         what = f"{spec.repo_id}/{spec.filename}" if spec.filename else spec.repo_id
         fetch = f"vicl models fetch {spec.repo_id}"
         super().__init__(
@@ -68,9 +69,9 @@ class MissingWeightsError(FileNotFoundError):
             f"Fetch them on a machine with network access with `{fetch}` "
             f"(or `huggingface-cli download {spec.repo_id}"
             f"{' ' + spec.filename if spec.filename else ''}`) and point "
-            f"annotate.models_dir at the folder, or set HF_HOME to a cache that holds them."
+            f"{key} at the folder, or set HF_HOME to a cache that holds them."
         )
-        self.spec = spec
+        self.spec, self.searched, self.key = spec, searched, key
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,31 @@ class Annotator:
         Model annotators resolve their `weights` with `annotators.weights.resolve` and raise
         `MissingWeightsError` when they are not on disk; they never fall back to random weights.
         """
+
+    def required_weights(self) -> tuple[WeightSpec, ...]:
+        """The weights `load()` reads with these params: the class's specs, each repository swapped for
+        the params field whose default names it (a `repo_id` set in params.yaml), and dropped when that
+        field is None (an optional model switched off). Annotators that pick one of several variants
+        override it."""
+        swaps: dict[str, str | None] = {}
+        for name, field in type(self.params).model_fields.items():
+            value = getattr(self.params, name)
+            if isinstance(field.default, str) and value != field.default and (value is None or isinstance(value, str)):
+                swaps[field.default] = value
+        return tuple(replace(s, repo_id=swaps.get(s.repo_id, s.repo_id)) for s in self.weights
+                     if swaps.get(s.repo_id, s.repo_id) is not None)
+
+    def missing_weights(self) -> list[MissingWeightsError]:
+        """What `load()` would not find, resolved the way it resolves (checked before any work starts)."""
+        from annotators.weights import resolve
+
+        missing = []
+        for spec in self.required_weights():
+            try:
+                resolve(spec, self.models_dir)
+            except MissingWeightsError as e:
+                missing.append(e)
+        return missing
 
     def load_random(self, size: str = "tiny") -> None:
         """Tests and benchmarks only: build the same architecture with random weights.

@@ -106,6 +106,9 @@ class DepthAnythingV2(Annotator):
     def weight_spec(self) -> WeightSpec:
         return next(w for w in self.weights if w.repo_id == DEPTH_ANYTHING_V2_REPOS[self.params.variant])
 
+    def required_weights(self) -> tuple[WeightSpec, ...]:
+        return (self.weight_spec,)
+
     def _torch_dtype(self):
         import torch
 

@@ -134,6 +134,15 @@ class _SamBase(Annotator):
         ckpt = sam_checkpoint_path(self.params.model_type, self.models_dir)
         self._set_model(build_sam(self.params.model_type, ckpt, self.device))
 
+    def missing_weights(self) -> list[MissingWeightsError]:
+        if not self.weights:  # a subclass that builds its model without weights
+            return []
+        try:  # the one checkpoint of the configured model type, found the way load() finds it
+            sam_checkpoint_path(self.params.model_type, self.models_dir)
+            return []
+        except MissingWeightsError as e:
+            return [e]
+
     def load_random(self, size: str = "tiny") -> None:
         if size == "tiny":
             self._set_model(build_tiny_sam(self.device))

@@ -40,8 +40,9 @@ def _hf_cache_file(repo_id: str, filename: str) -> Path | None:
         return None
 
 
-def resolve(spec: WeightSpec, models_dir: str | Path | None) -> Path:
-    """Return the local path of a repository folder (filename None) or of one file; else raise."""
+def resolve(spec: WeightSpec, models_dir: str | Path | None, key: str = "annotate.models_dir") -> Path:
+    """Return the local path of a repository folder (filename None) or of one file; else raise
+    MissingWeightsError naming `key`, the params key that points at the models directory."""
     models_dir = Path(models_dir) if models_dir else None
     searched: list[str] = []
     if spec.filename is None:
@@ -63,7 +64,7 @@ def resolve(spec: WeightSpec, models_dir: str | Path | None) -> Path:
         searched.append(f"HF cache ({os.environ.get('HF_HOME', '~/.cache/huggingface')})")
     if found is not None:
         return found
-    raise MissingWeightsError(spec, searched)
+    raise MissingWeightsError(spec, searched, key)
 
 
 def is_present(spec: WeightSpec, models_dir: str | Path | None) -> bool:

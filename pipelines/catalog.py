@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.store import NodeStore, folder_summary, part_name, read_cells, write_json
+from pipelines.store import NodeStore, folder_summary, part_name, read_cells, read_part, write_json
 from pipelines.subjects import REFERENCE, load_subjects, reference_map, reference_mask  # issue 14
 
 # Node types that judge the source image itself: an image whose row has a quality reason (a flat or
@@ -178,13 +178,11 @@ class Catalog:
     def vectors(self, node: str) -> tuple[np.ndarray, np.ndarray]:
         """(mask, matrix) of a vector node (embeddings "f32", hashes "u8") aligned with node_index().ids;
         rows of images without the node are zero and False in the mask."""
-        import pyarrow.parquet as pq
-
         index = self.node_index()
         folder = self.nodes[node].folder
         mask, matrix = np.zeros(len(index), bool), None
         for part in sorted(folder.glob("part-*.parquet")):
-            t = pq.read_table(part, columns=["image_id", "data", "format", "error", "quality"],
+            t = read_part(part, columns=["image_id", "data", "format", "error", "quality"],
                               filters=[("node_type", "=", node)])
             t = t.filter(pc.and_(pc.is_null(t["error"]), pc.is_null(t["quality"])))
             if not t.num_rows:

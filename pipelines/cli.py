@@ -7,21 +7,40 @@ Every subcommand calls the same stage functions the dvc stages call (dvc.yaml ru
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
+import re
+import shlex
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipelines.catalog import StageOrderError
-from pipelines.params import ParamsError, check_inputs, load_params
+from pipelines.params import ParamsError, WeightsMissing, check_inputs, load_params
+from pipelines.store_lock import StoreLocked
 
 STAGES = ("ingest", "annotate", "mine", "sample", "export")
 
 
+@contextmanager
 def _progress():
+    """tqdm, closing on the way out every bar a stage opened: a bar an error or Ctrl-C left open
+    would redraw itself at exit, after the command's closing line."""
     from tqdm import tqdm
 
-    return tqdm
+    bars = []
+
+    def bar(*args, **kwargs):
+        bars.append(tqdm(*args, **kwargs))
+        return bars[-1]
+
+    try:
+        yield bar
+    finally:
+        for b in bars:
+            b.close()
 
 
 def _store(params):
@@ -89,17 +108,43 @@ def require_inputs(stage: str, store) -> None:
         raise StageOrderError(f"{need[stage][0]} does not exist: run `{need[stage][1]}` first")
 
 
+EXIT_USAGE = 2  # invalid params, a stage run before its inputs exist, the store in use, missing weights
+EXIT_DATAERR = 65  # EX_DATAERR: a store file failed its checksums (`vicl verify --repair`)
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: `vicl models fetch` could not reach the hub
+EXIT_IOERR = 74  # EX_IOERR: disk full or read-only file system; finished work is kept
 EXIT_UNFINISHED = 75  # EX_TEMPFAIL: transient failures left parts for a later run
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
+@contextmanager
+def writer_lock(args, params, required: bool = True):
+    """The store's one-writer lock, held while a command writes the store or `paths.out`
+    (a second writer would delete this run's temporary files as leftovers of a killed run)."""
+    from pipelines.store_lock import store_lock
+
+    command = getattr(args, "command_line", None) or f"vicl {args.command}"
+    with store_lock(params.paths.store, command, required):
+        yield
 
 
 def cmd_stage(args) -> int:
     params = load_params(args.params)
+    with writer_lock(args, params):
+        return _run_stage_command(args, params)
+
+
+def _run_stage_command(args, params) -> int:
     names = STAGES if args.command == "run" else (args.command,)
     if "ingest" in names:
         check_inputs(params, args.params)  # inputs exist: one line and exit 2, before Ray starts
+    if "annotate" in names:
+        from pipelines.models_cli import require_weights
+
+        require_weights(params)  # every missing weight listed at once, before Ray starts
     if names[0] != "ingest":
         require_inputs(names[0], _store(params))  # the stages before it ran
-    results = run_stages(names, params, args.ray_address, _progress())
+    with _progress() as progress:
+        results = run_stages(names, params, args.ray_address, progress)
     ok, failed = closing_summary(params)
     print(f"{ok} ok, {failed} failed")
     if failed:
@@ -114,9 +159,26 @@ def cmd_stage(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    check_inputs(load_params(args.params), args.params)
+    from pipelines.models_cli import require_weights
+
+    params = load_params(args.params)
+    check_inputs(params, args.params)
+    require_weights(params)
     print(f"{args.params}: ok")
     return 0
+
+
+def cmd_verify(args) -> int:
+    from pipelines.verify import report_lines, verify
+
+    params = load_params(args.params)
+    if args.repair:  # removes files: the one-writer lock
+        with writer_lock(args, params):
+            result = verify(Path(params.paths.store), Path(params.paths.out), repair=True)
+    else:
+        result = verify(Path(params.paths.store), Path(params.paths.out))
+    print("\n".join(report_lines(result, args.repair)))
+    return EXIT_DATAERR if result["damaged"] and not args.repair else 0
 
 
 def cmd_status(args) -> int:
@@ -167,7 +229,13 @@ def cmd_models(args) -> int:
     if not args.name:
         print("vicl models fetch NAME: give a repository id or an annotator name", file=sys.stderr)
         return 2
-    for path in models_cli.models_fetch(args.name, models_dir):
+    try:
+        paths = models_cli.models_fetch(args.name, models_dir)
+    except KeyError as e:
+        return _fail(f"vicl models fetch: {e.args[0]}", EXIT_USAGE)
+    except Exception as e:  # noqa: BLE001 - offline, no such repository, no access: one line, not a traceback
+        return _fail(models_cli.fetch_error_line(args.name, e), EXIT_UNAVAILABLE)
+    for path in paths:
         print(f"fetched into {path}")
     return 0
 
@@ -181,13 +249,17 @@ def cmd_tasks(args) -> int:
 def cmd_preview(args) -> int:
     from pipelines.preview import cmd_preview as write_preview
 
-    return write_preview(load_params(args.params), args.n)
+    params = load_params(args.params)
+    with writer_lock(args, params, required=False):  # writes under paths.out, which export rewrites
+        return write_preview(params, args.n)
 
 
 def cmd_report(args) -> int:
     from pipelines.report import cmd_report as write_report
 
-    return write_report(load_params(args.params))
+    params = load_params(args.params)
+    with writer_lock(args, params, required=False):  # writes under paths.out, which export rewrites
+        return write_report(params)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,22 +322,119 @@ def build_parser() -> argparse.ArgumentParser:
     text = "score an adapter, or a folder of predictions named by sample key, on the eval shards, with baselines"
     p = add_eval_arguments(common(sub.add_parser("eval", help=text, description=text)))
     p.set_defaults(func=cmd_eval)
-    p = common(sub.add_parser("validate", help="validate params.yaml and stop",
-                              description="validate params.yaml and stop"))
+    p = common(sub.add_parser("validate", help="validate params.yaml (inputs, model weights) and stop",
+                              description="validate params.yaml (inputs, model weights) and stop"))
     p.set_defaults(func=cmd_validate)
+    text = "check every store file's page checksums and the shards' SHA256SUMS; --repair removes what is damaged"
+    p = common(sub.add_parser("verify", help=text, description=text))
+    p.add_argument("--repair", action="store_true", help="remove damaged files (the next `vicl run` remakes them)")
+    p.set_defaults(func=cmd_verify)
     return parser
 
 
+STORAGE_ERRNOS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
+                  errno.EROFS: "read-only file system"}
+# "OSError: [Errno 28] No space left on device: '/store/x'" as a worker's traceback text writes it
+_ERRNO_TEXT = re.compile(r"^[\w.]*(?:Error|Exception)\b.*?\[errno (\d+)\].*?(?:: '(.+)')?$",
+                         re.IGNORECASE | re.MULTILINE)
+
+
+def _chain(exc: BaseException):
+    """`exc`, its causes and contexts, and the `.cause` a Ray error carries from its worker."""
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop(0)
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+
+
+def storage_error(exc: BaseException) -> OSError | None:
+    """The disk-full or read-only OSError behind `exc`, however Ray wrapped it, else None.
+
+    Ray Data passes a worker's exception on as a UserCodeException whose own cause is lost in
+    pickling; only the worker's traceback, in the Ray error's text, still names the OSError, so it
+    is read from there as a last resort."""
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+            return e
+        cause = getattr(e, "cause", None)  # RayTaskError(OSError): the errno is on the worker's original
+        if isinstance(cause, OSError) and cause.errno in STORAGE_ERRNOS:
+            return cause
+    for e in _chain(exc):
+        for m in _ERRNO_TEXT.finditer(getattr(e, "traceback_str", None) or str(e)):
+            code = int(m.group(1))
+            if code in STORAGE_ERRNOS:
+                return OSError(code, os.strerror(code), m.group(2))
+    return None
+
+
+# "corrupt store file <path>: <why>. Run `vicl verify --repair` ..." (pipelines/store.py CorruptPartError)
+_CORRUPT_TEXT = re.compile(r"corrupt store file [^\n]*?`vicl run` to recompute them")
+
+
+def corrupt_file(exc: BaseException) -> str | None:
+    """The CorruptPartError message behind `exc` (raised in a Ray worker: read from its text), else None."""
+    from pipelines.store import CorruptPartError
+
+    for e in _chain(exc):
+        if isinstance(e, CorruptPartError):
+            return str(e)
+    for e in _chain(exc):
+        m = _CORRUPT_TEXT.search(getattr(e, "traceback_str", None) or str(e))
+        if m:
+            return m.group(0)
+    return None
+
+
+def _resume(args, fix: str) -> str:
+    """What was kept and what to run, for the closing line of a failed or interrupted command."""
+    command = getattr(args, "command_line", None) or f"vicl {args.command}"
+    if args.command in (*STAGES, "run"):
+        return f"finished parts and shards are kept; {fix}run `{command}` to resume"
+    return f"{fix}run `{command}` again"
+
+
+def storage_line(args, err: OSError) -> str:
+    what = STORAGE_ERRNOS[err.errno]
+    where = f": {err.filename}" if err.filename else ""
+    fix = ("free space, then " if err.errno != errno.EROFS else
+           "make the store and out folders writable (or point paths.store / paths.out elsewhere), then ")
+    return f"vicl {args.command}: {what} ({err.strerror or os.strerror(err.errno)}{where}); {_resume(args, fix)}"
+
+
+def interrupted_line(args) -> str:
+    return f"vicl {args.command}: interrupted; {_resume(args, '')}"
+
+
+def _fail(line: str, code: int) -> int:
+    sys.stdout.flush()
+    print(line, file=sys.stderr, flush=True)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["vicl", *argv])  # what the lock names and the closing line asks to run
     try:
         return args.func(args)
     except ParamsError as e:
-        print(f"invalid params:\n{e}", file=sys.stderr)
-        return 2
-    except StageOrderError as e:
-        print(f"vicl {args.command}: {e}", file=sys.stderr)
-        return 2
+        return _fail(f"invalid params:\n{e}", EXIT_USAGE)
+    except (StageOrderError, StoreLocked, WeightsMissing) as e:
+        return _fail(f"vicl {args.command}: {e}", EXIT_USAGE)
+    except KeyboardInterrupt:  # Ctrl-C: the Ray session has already shut down on the way out
+        return _fail(interrupted_line(args), EXIT_INTERRUPTED)
+    except Exception as e:
+        err = storage_error(e)
+        if err is not None:
+            return _fail(storage_line(args, err), EXIT_IOERR)
+        corrupt = corrupt_file(e)
+        if corrupt is not None:
+            return _fail(f"vicl {args.command}: {corrupt}", EXIT_DATAERR)
+        raise
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ Contains no wall-clock time, so identical runs give identical manifests.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from collections import Counter
@@ -15,17 +14,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pipelines.params import Params
+from pipelines.verify import SUMS_FILE, sha256_file
 
 PACKAGES = ("vicl", "torch", "numpy", "pillow", "opencv-python-headless", "ray", "webdataset", "pyarrow",
             "controlnet_aux", "transformers", "open_clip_torch", "faiss-cpu", "diffusers", "peft")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def package_versions() -> dict[str, str]:
@@ -43,7 +35,7 @@ def build_manifest(params: Params, store, out: Path, cat, failures) -> dict:
     index = cat.node_index()
     samples = pq.read_table(store.samples_path, columns=["split", "task"]).to_pylist()
     files = {}
-    for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"
+    for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name not in ("manifest.json", SUMS_FILE)
                        and not p.name.startswith(".")):
         files[str(path.relative_to(out))] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     files["store/samples.parquet"] = {"sha256": sha256_file(store.samples_path),

@@ -8,6 +8,7 @@ who are online.
 from __future__ import annotations
 
 from annotators.base import WeightSpec
+from pipelines.params import WeightsMissing
 
 
 def _entries(names: list[str] | None, with_trainer: bool) -> list[tuple[str, WeightSpec]]:
@@ -49,3 +50,42 @@ def models_fetch(name: str, models_dir: str) -> list[str]:
                        f"(`vicl models list --all` lists them)")
     unique = list(dict.fromkeys(specs))
     return [str(fetch(spec, models_dir)) for spec in unique]
+
+
+def missing_weights(params) -> list[tuple[str, Exception]]:
+    """(annotator, MissingWeightsError) for every weight a configured annotator would not find, resolved
+    as its `load()` resolves it (models dir, then the HF cache); nothing is loaded."""
+    import annotators
+    from annotators import registry
+
+    registry.load_plugins(list(params.annotate.plugins))
+    out = []
+    for name, spec in sorted(params.annotate.annotators.items()):
+        cls = annotators.get(name)
+        annotator = cls(cls.Params.model_validate(spec.params), models_dir=params.annotate.models_dir)
+        out += [(name, e) for e in annotator.missing_weights()]
+    return out
+
+
+def require_weights(params) -> None:
+    """WeightsMissing listing every missing weight, each with the command that fetches it."""
+    missing = missing_weights(params)
+    if not missing:
+        return
+    lines = [f"  {name}: {e.spec.repo_id}{'/' + e.spec.filename if e.spec.filename else ''}  "
+             f"(vicl models fetch {e.spec.repo_id})" for name, e in missing]
+    raise WeightsMissing(
+        f"missing model weights for {len({n for n, _ in missing})} configured annotator(s):\n" + "\n".join(lines)
+        + f"\nfetch them on a machine with network access (`vicl models fetch <repo>` into annotate.models_dir = "
+          f"{params.annotate.models_dir!r}) or set HF_HOME to a cache that holds them; `vicl models check` lists "
+          "what is there")
+
+
+def fetch_error_line(name: str, error: Exception) -> str:
+    """One line for a `vicl models fetch` that could not download (offline, no such repo, no access)."""
+    import os
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    why = "HF_HUB_OFFLINE is set" if offline else f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    return (f"vicl models fetch {name}: cannot download ({why}); fetch on a machine that reaches the Hugging Face "
+            "hub and copy the folder into annotate.models_dir, or point HF_HOME at a cache that holds it")

@@ -22,6 +22,11 @@ class ParamsError(ValueError):
     pass
 
 
+class WeightsMissing(RuntimeError):
+    """Configured annotators whose weights are not on disk (pipelines/models_cli.py `require_weights`,
+    checked by `vicl validate` and before annotate starts Ray)."""
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

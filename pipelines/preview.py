@@ -121,8 +121,18 @@ def _figure(key: str, record: dict, png: bytes, img_dir: Path) -> str:
             f"{_e(text)}</figcaption></figure>")
 
 
+def require_shards(out: Path) -> None:
+    """Stop (StageOrderError: one line, exit 2) when there is nothing to preview: no grid shard and
+    no episode shard under `out`, as before any export; a page of nothing would look like success."""
+    from pipelines.catalog import StageOrderError
+
+    if not any(out.glob("shards/*/*.tar")) and not any(out.glob("episodes/*/*.tar")):
+        raise StageOrderError(f"{out / 'shards'} holds no shards: run `vicl export` first")
+
+
 def write_preview(out: str | Path, per_task: int = 2) -> Path:
     out = Path(out)
+    require_shards(out)
     root = out / "preview"
     img_dir = root / "img"
     skipped: list[tuple[str, str]] = []

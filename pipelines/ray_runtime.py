@@ -11,6 +11,8 @@ under the (shared) store and plain data.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from contextlib import contextmanager
 
 from pipelines.params import RayParams
@@ -47,7 +49,23 @@ def init(params: RayParams, address: str | None = None) -> bool:
 
 
 @contextmanager
+def _sigint_ignored():
+    """Ctrl-C pressed again while Ray shuts down would cut the shutdown short and leave its
+    processes running: the shutdown finishes first (it is short)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread, which alone receives SIGINT
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler set outside Python, which cannot be put back
+            signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
 def session(params: RayParams, address: str | None = None):
+    """Ray for the block; shut down on the way out, whether the block ends, fails or is interrupted."""
     import ray
 
     started = init(params, address)
@@ -55,4 +73,5 @@ def session(params: RayParams, address: str | None = None):
         yield
     finally:
         if started:
-            ray.shutdown()
+            with _sigint_ignored():
+                ray.shutdown()

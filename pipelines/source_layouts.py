@@ -104,10 +104,12 @@ def read_member(value: Any, root: Path | None) -> bytes | Exception:
     path = (root / value).resolve()
     if not path.is_relative_to(root.resolve()):  # a link that points out of the root
         return ImageRejected("unsafe_path", f"{value!r} resolves outside the source root {root}")
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        return ImageRejected("unreadable", f"{value!r}: {e.strerror or type(e).__name__}")
+    from pipelines.sources import read_regular_file
+
+    data = read_regular_file(str(path))  # a FIFO, socket or device is a failure, never opened
+    if isinstance(data, ImageRejected):
+        return ImageRejected(data.reason, f"{value!r}: {data.detail}")
+    return ImageRejected("unreadable", f"{value!r}: {data}") if isinstance(data, Exception) else data
 
 
 def text_value(value: Any) -> str:

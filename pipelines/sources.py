@@ -11,8 +11,18 @@ An entry names one input inside its source:
 with the container it is read from and the container's stamp (size and mtime): listing a
 folder of 10^6 files stats them and reads none, and a container whose stamp is unchanged is
 not even re-listed (its previous entries are reused). An input that cannot be taken (a link,
-an unsafe member name, a corrupt container) is still an entry, with `reject` set, so it
-becomes a failure row like any bad image and the run goes on.
+an unsafe member name, a corrupt container, a FIFO, socket or device: `not_a_regular_file`) is
+still an entry, with `reject` set, so it becomes a failure row like any bad image and the run
+goes on. Only regular files are ever opened (a FIFO would block a worker in `open()` forever).
+
+Names need not be UTF-8. POSIX names are bytes, and Python lists a byte that is not UTF-8 as a
+lone surrogate (PEP 383), which Parquet, JSON readers and `str.encode()` refuse. In memory a
+reference keeps the str Python gave (it opens the file); stored (listing.parquet, part ids, an
+image's meta `source`, failures) it is `ref_text(ref)`: the reference itself when it is plain
+text, else its bytes with each byte that is not UTF-8 written `\\xNN` and each backslash doubled
+(`caf\\xe9.jpg` for the Latin-1 name `café.jpg`). `ref_from_text` reverses it exactly, so a re-run
+finds the same inputs in the same parts; a plain name that itself holds `\\\\` or `\\x80`-`\\xff` is
+stored escaped as well, so no two names share a stored form.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import glob
 import io
 import os
 import posixpath
+import re
 import stat
 import tarfile
 from collections.abc import Iterator
@@ -113,6 +124,38 @@ class Entry:
 
 def _stamp(st: os.stat_result) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+_ESCAPE = re.compile(rb"\\\\|\\x[89a-f][0-9a-f]")  # `\\` or `\xNN` for a byte that is not UTF-8
+
+
+def _unescape(text: str) -> str:
+    raw = _ESCAPE.sub(lambda m: b"\\" if m[0] == b"\\\\" else bytes([int(m[0][2:], 16)]), text.encode("utf-8"))
+    return os.fsdecode(raw)
+
+
+def ref_text(ref: str) -> str:
+    """The stored form of a reference (or of any listed name): valid UTF-8 text, see the module doc."""
+    try:
+        ref.encode("utf-8")
+        plain = "\\" not in ref or _unescape(ref) == ref
+    except UnicodeEncodeError:  # a name with bytes that are not UTF-8
+        plain = False
+    return ref if plain else os.fsencode(ref).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
+def ref_from_text(text: str) -> str:
+    """The reference `ref_text` stored: `ref_from_text(ref_text(r)) == r` for every listed name."""
+    return _unescape(text) if "\\" in text else text
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFDIR: "a folder", stat.S_IFLNK: "a symbolic link"}
+
+
+def _not_regular(st: os.stat_result) -> str | None:
+    """What a non-regular file is (for its `not_a_regular_file` row), or None for a regular file."""
+    return None if stat.S_ISREG(st.st_mode) else _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
 
 
 def _expand(path: str) -> list[str]:
@@ -249,7 +292,9 @@ def _folder_entries(source: SourceParams) -> list[Entry]:
             except OSError as e:
                 out.append(Entry(path, path, "", f"unreadable: {e.strerror or type(e).__name__}"))
                 continue
-            out.append(Entry(path, path, _stamp(st)))
+            kind = _not_regular(st)  # a FIFO named *.jpg would block the worker that opens it
+            out.append(Entry(path, path, "", f"not_a_regular_file: {kind}") if kind else
+                       Entry(path, path, _stamp(st)))
     return sorted(out, key=lambda e: e.ref)
 
 
@@ -321,7 +366,7 @@ def _tree_stamp(root: str) -> str:
         dirnames.sort()
         for name in sorted(filenames):
             st = os.stat(os.path.join(dirpath, name))
-            digest.update(f"{os.path.relpath(os.path.join(dirpath, name), root)}\t{_stamp(st)}\n".encode())
+            digest.update(os.fsencode(f"{os.path.relpath(os.path.join(dirpath, name), root)}\t{_stamp(st)}\n"))
     return digest.hexdigest()[:24]
 
 
@@ -421,7 +466,8 @@ def load_chunk(source: SourceParams, entries: list[Entry]) -> Iterator[tuple[str
         elif source.kind == "embedded":
             yield e.ref, render_embedded(e.ref)
         elif source.kind == "folder":
-            yield e.ref, _read_record_folder(e.ref, source) if records else _read_file(e.ref, source.follow_links)
+            yield e.ref, (_read_record_folder(e.ref, source) if records else
+                          read_regular_file(e.ref, source.follow_links))
         else:
             yield e.ref, ImageRejected("unreadable", "input no longer in its container")
 
@@ -435,8 +481,8 @@ def _read_record_folder(path: str, source: SourceParams) -> dict | Exception:
     out = {}
     for name in files:
         full = os.path.join(path, name)
-        if not name.startswith(".") and os.path.isfile(full):
-            out[name] = _read_file(full, source.follow_links)
+        if not name.startswith(".") and not os.path.isdir(full):  # a FIFO field is a failure, not a gap
+            out[name] = read_regular_file(full, source.follow_links)
     return _by_field(out, source)
 
 
@@ -489,14 +535,26 @@ def _load_hf_rows(root: str, refs: set[str], source: SourceParams) -> dict[str, 
     return _table_rows(table, [i for i in rows if i < len(ds)], root, source, positions=range(len(table)))
 
 
-def _read_file(path: str, follow_links: bool) -> bytes | Exception:
+def read_regular_file(path: str, follow_links: bool = True) -> bytes | Exception:
+    """A regular file's bytes, or why not: a FIFO, socket or device is `not_a_regular_file` and is
+    never opened (a FIFO blocks `open()` until a writer comes; a device may have side effects)."""
+    from pipelines.images import ImageRejected
+
     try:
-        flags = os.O_RDONLY | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0))
-        fd = os.open(path, flags)
-        with os.fdopen(fd, "rb") as f:
-            return f.read()
+        st = os.stat(path, follow_symlinks=follow_links)
+        if stat.S_ISLNK(st.st_mode):
+            return ImageRejected("link", "symbolic link not followed (ingest source follow_links: true takes it)")
+        kind = _not_regular(st)
+        if kind is None:
+            # O_NONBLOCK: a file swapped for a FIFO since the stat still cannot block; fstat sees it
+            flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0))
+            with os.fdopen(os.open(path, flags), "rb") as f:
+                kind = _not_regular(os.fstat(f.fileno()))
+                if kind is None:
+                    return f.read()
     except OSError as e:
         return OSError(e.strerror or type(e).__name__)
+    return ImageRejected("not_a_regular_file", kind)
 
 
 def _load_tar(path: str, refs: set[str], source: SourceParams) -> dict[str, bytes | Exception]:

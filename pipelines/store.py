@@ -92,10 +92,31 @@ def atomic_path(path: str | Path):
 
 def _write_options(columns: list[str]) -> dict:
     # Encoded images are already compressed and unique: zstd, a dictionary or min/max statistics
-    # on them cost CPU (~30 % of a part's write) and save nothing.
+    # on them cost CPU (~30 % of a part's write) and save nothing. Every page carries a CRC32, which
+    # `read_part` verifies: a flipped byte in a stored JPEG cell is an error, never a shipped sample.
     small = [name for name in columns if name != "data"]
     return {"compression": {name: ("zstd" if name in small else "none") for name in columns},
-            "use_dictionary": small, "write_statistics": small}
+            "use_dictionary": small, "write_statistics": small, "write_page_checksum": True}
+
+
+class CorruptPartError(OSError):
+    """A store file failed its page checksums or could not be decoded: bit rot, a torn copy."""
+
+    def __init__(self, path: str | Path, detail: str):
+        super().__init__(f"corrupt store file {path}: {detail}. Run `vicl verify --repair` (it removes damaged "
+                         f"parts), then `vicl run` to recompute them")
+        self.path = str(path)
+
+
+def read_part(path: str | Path, **kwargs) -> pa.Table:
+    """`pq.read_table` of a store file with its page checksums verified; damage is a CorruptPartError
+    naming the file (a missing file stays FileNotFoundError)."""
+    try:
+        return pq.read_table(path, page_checksum_verification=True, **kwargs)
+    except FileNotFoundError:
+        raise
+    except (OSError, pa.ArrowException) as e:
+        raise CorruptPartError(path, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
 
 
 def write_table(table: pa.Table, path: str | Path) -> None:
@@ -154,8 +175,7 @@ SUMMARY_SCHEMA = pa.schema([
 
 def _part_summary(path: Path) -> pa.Table:
     columns = pq.read_schema(path).names
-    t = pq.read_table(path, columns=[c for c in ("image_id", "node_type", "error", "quality", "meta")
-                                     if c in columns])
+    t = read_part(path, columns=[c for c in ("image_id", "node_type", "error", "quality", "meta") if c in columns])
     n = t.num_rows
     quality = t["quality"] if "quality" in columns else pa.nulls(n, pa.string())
     if t["node_type"].to_pylist()[:1] == ["image"]:  # ingest rows: reference and record of each input
@@ -327,7 +347,7 @@ class NodeStore:
         members = images.filter(pa.compute.equal(images["role"], role))
         out: dict[str, dict] = {}
         for part in dict.fromkeys(members["part"].to_pylist()):  # the parts that hold such a row, once each
-            for meta in map(json.loads, pq.read_table(self.images_dir / part_name(part), columns=["meta"])["meta"]
+            for meta in map(json.loads, read_part(self.images_dir / part_name(part), columns=["meta"])["meta"]
                             .to_pylist()):
                 record = meta.get("record")
                 if meta.get("role") == role and record in first_ref and meta.get("source") == first_ref[record]:
@@ -433,7 +453,7 @@ def read_cells(path: str | Path, image_ids: Iterable[str], node_type: str) -> di
     wanted = sorted(set(image_ids))
     if not wanted:
         return {}
-    t = pq.read_table(path, columns=CELL_COLUMNS + ["error", "quality"],
+    t = read_part(path, columns=CELL_COLUMNS + ["error", "quality"],
                       filters=[("image_id", "in", wanted), ("node_type", "=", node_type)])
     out = {}
     for row in t.to_pylist():

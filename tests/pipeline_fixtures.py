@@ -33,3 +33,12 @@ def shard_records(out: Path) -> list[dict]:
         with tarfile.open(path) as tar:
             records += [json.loads(tar.extractfile(m).read()) for m in tar if m.name.endswith(".json")]
     return records
+
+
+def write_params(root: Path, params: Params) -> str:
+    """`params` as `<root>/params.yaml` (only what differs from the defaults), for CLI tests."""
+    import yaml
+
+    path = Path(root) / "params.yaml"
+    path.write_text(yaml.safe_dump(params.model_dump(mode="json", exclude_defaults=True)))
+    return str(path)

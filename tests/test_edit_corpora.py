@@ -15,7 +15,7 @@ from pipelines.images import content_id, encode_png
 from pipelines.params import parse_params
 from pipelines.stages.ingest import ingest_part, plan_ingest
 from pipelines.store import NodeStore, part_name, write_table
-from tests.pipeline_fixtures import shard_records, small_params
+from tests.pipeline_fixtures import shard_records, small_params, write_params
 
 EDITS = {
     "invert": ("invert the colours", lambda im: 255 - im),
@@ -158,14 +158,6 @@ def _hf_corpus(root: Path, pairs: list[dict]) -> dict:
     return {"kind": "hf_disk", "path": str(root), "layout": "edit_pairs"}
 
 
-def _write_params(root: Path, params) -> Path:
-    import yaml
-
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(params.model_dump(mode="json", exclude_defaults=True)))
-    return path
-
-
 def test_vicl_run_mines_two_corpus_kinds_with_bad_items_as_failure_rows(tmp_path, capsys):
     from pipelines.cli import main
 
@@ -175,7 +167,7 @@ def test_vicl_run_mines_two_corpus_kinds_with_bad_items_as_failure_rows(tmp_path
     params = small_params(tmp_path, sources=sources, annotators={"canny": {}},
                           mine={"embed": {"backend": "ray"}, "kmeans": {"clusters": {"c": 0.5, "k_min": 2}}},
                           sample={"eval_fraction": 0.25})
-    assert main(["run", "--params", str(_write_params(tmp_path, params))]) == 0
+    assert main(["run", "--params", write_params(tmp_path, params)]) == 0
     out = tmp_path / "out"
     failures = pq.read_table(out / "failures.parquet").to_pylist()
     reasons = {(Path(f["source"].split("#")[0]).parent.name, f["reason"]) for f in failures}
@@ -203,7 +195,7 @@ def test_vicl_run_mines_two_corpus_kinds_with_bad_items_as_failure_rows(tmp_path
 
     # mining switched off: the next build has no mined task, and no stale quadruplets stay behind
     off = params.model_copy(update={"mine": params.mine.model_copy(update={"enabled": False})})
-    assert main(["run", "--params", str(_write_params(tmp_path, off))]) == 0
+    assert main(["run", "--params", write_params(tmp_path, off)]) == 0
     assert not [r for r in shard_records(out) if r["task"] == "mined_edit"]
     assert not (tmp_path / "store" / "mined" / "quadruplets.parquet").exists()
 

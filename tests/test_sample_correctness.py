@@ -19,7 +19,7 @@ from pipelines.sampling import sample, task_rng
 from pipelines.sampling_params import SamplerParams
 from pipelines.task_mix import apply_budget, water_fill
 from pipelines.tasks import Task
-from tests.pipeline_fixtures import shard_records, small_params
+from tests.pipeline_fixtures import shard_records, small_params, write_params
 
 
 def test_transform_keys_tell_opposite_edits_apart_and_ignore_strength():
@@ -114,8 +114,6 @@ def _edit_corpus(root: Path, n: int) -> dict:
 def build(tmp_path_factory):
     """`vicl run` on scikit-image photo crops, an edit corpus of flips (horizontal and vertical in
     turn) and the synthetic flip, with the Graph200K export: what a model would learn from."""
-    import yaml
-
     from pipelines.catalog import Catalog
     from pipelines.cli import main
     from pipelines.stages.sample import node_meta
@@ -127,9 +125,7 @@ def build(tmp_path_factory):
                           annotators={"canny": {}, "grayscale": {}, "edit_flip": {}},
                           sample={"samples_per_task": 6, "eval_fraction": 0.0, "rows": {2: 0.5, 3: 0.5}},
                           export={"graph200k": True, "graph200k_paths": "relative"})
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(params.model_dump(mode="json", exclude_defaults=True)))
-    assert main(["run", "--params", str(path)]) == 0
+    assert main(["run", "--params", write_params(root, params)]) == 0
     store = NodeStore(root / "store")
     records = store.records()
     return {"root": root, "store": store, "records": records, "shards": shard_records(root / "out"),

@@ -131,6 +131,13 @@ class GenerativeAnnotator(Annotator):
     def needs_prompt_model(self) -> bool:
         return False
 
+    def required_weights(self):
+        """The pipeline's repositories, and the prompt model only when prompts come from it."""
+        specs = super().required_weights()
+        if self.params.prompt_source != "model" and not self.needs_prompt_model():
+            specs = tuple(s for s in specs if s.repo_id != self.params.prompt_model)
+        return specs
+
     def build_pipeline(self):
         raise NotImplementedError
 

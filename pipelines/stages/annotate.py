@@ -30,7 +30,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines.annotation_plan import AnnotatorRun, online_nodes, plan
 from pipelines.annotator_runtime import build_annotator, encode_output
@@ -38,7 +37,7 @@ from pipelines.catalog import Catalog
 from pipelines.images import decode_rgb
 from pipelines.params import Params
 from pipelines.store import (IMPORT_ANNOTATOR, NODE_SCHEMA, NodeStore, clean_temp_files, folder_summary, part_id,
-                             part_name, part_writer, remove_tree, write_json)
+                             part_name, part_writer, read_part, remove_tree, write_json)
 
 _TRANSIENT = re.compile(r"out of memory|CUDA error: (unspecified launch failure|an illegal memory access)|"
                         r"device (lost|not ready)|ECC error|NCCL|timed? ?out", re.IGNORECASE)
@@ -63,7 +62,7 @@ def read_part_inputs(inputs: dict[str, str]) -> list[dict]:
     """One part -> rows (image_id, data/meta of each required node), inner-joined on usable rows, by id."""
     joined: dict[str, dict] | None = None
     for node, path in sorted(inputs.items()):
-        t = pq.read_table(path, columns=["image_id", "node_type", "data", "meta", "error", "quality"],
+        t = read_part(path, columns=["image_id", "node_type", "data", "meta", "error", "quality"],
                           filters=[("node_type", "=", node)])
         rows = {}
         for r in t.to_pylist():

@@ -30,6 +30,7 @@ from pipelines.sampling import SPLITS
 from pipelines.sampling_params import ExportParams
 from pipelines.shards import GATE_SCORES_KEY, CellCache, assemble, cell_refs, write_tar
 from pipelines.store import NodeStore, clean_temp_files, folder_summary, read_cells, write_json, write_table
+from pipelines.verify import write_sums
 from pipelines.episode_shards import write_episode_shards  # issue 14
 from pipelines.subjects import alias_reference_cells, apply_aliases  # issue 14
 
@@ -113,6 +114,15 @@ def _render_digest() -> str:
     return digest.hexdigest()[:16]
 
 
+# The export params a shard's bytes depend on: turning on the Graph200K export or changing the preview
+# count must not re-render a single shard (the plan digest holds only these).
+SHARD_FIELDS = ("shard_size", "cell_size", "mtime", "aspect", "max_aspect", "png_compress_level")
+
+
+def shard_params_json(export: ExportParams) -> str:
+    return export.model_dump_json(include=set(SHARD_FIELDS))
+
+
 def plan_shards(params: Params, store: NodeStore, cat: Catalog) -> list[dict]:
     samples = pq.read_table(store.samples_path).to_pylist()
     export = params.export
@@ -129,7 +139,7 @@ def plan_shards(params: Params, store: NodeStore, cat: Catalog) -> list[dict]:
                             | {("image", i) for s in chunk for n, i in cell_refs(s) if n in online})
             items.append({"path": str(shard_path(out, split, j // size, layout, shape)), "layout": layout,
                           "samples": json.dumps(chunk), "cells": needed, "online": json.dumps(online),
-                          "plugins": list(cat.plugins), "export": export.model_dump_json(), "render": render})
+                          "plugins": list(cat.plugins), "export": shard_params_json(export), "render": render})
     alias_reference_cells(items, cat.references())  # issue 14: a reference cell reads the other view's image
     _locate(items, cat, index)
     return items
@@ -216,6 +226,8 @@ def run_export(params: Params, store: NodeStore, progress=None) -> dict:
     episodes = write_episode_shards(store, cat, out, export.shard_size, export.mtime)
     manifest = build_manifest(params, store, out, cat, failures)
     write_json(manifest, out / "manifest.json")
+    # sha256 of every shard beside them (`sha256sum -c SHA256SUMS`; `vicl verify` checks it too)
+    write_sums(out, {rel: f["sha256"] for rel, f in manifest["files"].items() if rel.endswith(".tar")})
     return {"shards": len(items), "written": len(pending), "samples": manifest["counts"]["samples"],
             "failures": failures.num_rows, **({"graph200k_rows": graph200k["rows"]} if graph200k else {}),
             **({"episodes": episodes["episodes"]} if episodes["episodes"] else {})}  # issue 14

@@ -8,6 +8,9 @@ change. An entry that disappeared (or changed) is tombstoned (`images/tombstones
 a reason to rebuild; a part with no live entry left is deleted. Each pending part is one Ray
 task that loads, validates, normalises and re-encodes its images and writes the part itself
 (atomically); a bad input is an error row of its part, and the run goes on.
+
+References are stored (listing, part ids, meta `source`) as `sources.ref_text`: names that are not
+UTF-8 are listed, ingested and found again like any other (pipelines/sources.py says how).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pyarrow.parquet as pq
 from pipelines.images import ImageRejected, content_id, decode_for_store, encode_image
 from pipelines.params import IngestParams, Params, SourceParams
 from pipelines.source_layouts import layout_of
-from pipelines.sources import Entry, list_entries, load_chunk
+from pipelines.sources import Entry, list_entries, load_chunk, ref_from_text, ref_text
 from pipelines.store import (IMPORT_ANNOTATOR, NODE_SCHEMA, NodeStore, clean_temp_files, folder_summary, part_id,
                              part_name, write_json, write_table)
 
@@ -38,8 +41,8 @@ def _row(image_id: str, data: bytes, fmt: str, width: int, height: int, meta: di
          error: str | None, fingerprint: str) -> dict:
     return {"image_id": image_id, "node_type": "image", "data": data, "format": fmt, "width": width,
             "height": height, "meta": json.dumps(meta, sort_keys=True), "annotator": "ingest",
-            "annotator_version": INGEST_VERSION, "params_hash": fingerprint, "seconds": seconds, "error": error,
-            "quality": None}
+            "annotator_version": INGEST_VERSION, "params_hash": fingerprint, "seconds": seconds,
+            "error": _utf8(error), "quality": None}
 
 
 def ingest_entries(source: SourceParams, entries: list[Entry], params: IngestParams, fingerprint: str) -> pa.Table:
@@ -59,8 +62,9 @@ def ingest_part(source: SourceParams, entries: list[Entry], params: IngestParams
     rows, nodes, seen = [], [], {}
     layout = layout_of(source.layout)
     for ref, data in load_chunk(source, entries):
+        shown = ref_text(ref)  # meta is read back into Arrow strings: valid UTF-8 only
         if layout is None or isinstance(data, Exception):
-            rows.append(_image_row(data, {"source": ref}, params, fingerprint, seen))
+            rows.append(_image_row(data, {"source": shown}, params, fingerprint, seen))
             continue
         record = layout.expand(data, source.columns, _record_root(source, ref))
         ids = {m.role: content_id(m.data) for m in record.members if isinstance(m.data, bytes)}
@@ -68,13 +72,13 @@ def ingest_part(source: SourceParams, entries: list[Entry], params: IngestParams
                                          else None)
         member_rows = []
         for m in record.members:
-            meta = {"source": ref, "role": m.role, "text": record.text, **record.meta,
+            meta = {"source": shown, "role": m.role, "text": record.text, **record.meta,
                     **({"record": record_id} if record_id else {})}
             member_rows.append(_image_row(m.data, meta, params, fingerprint, seen))
         rows += member_rows
         first = member_rows[0]
         if record.nodes and (first["error"] is None or first["error"].startswith("duplicate_content")):
-            nodes += [_node_row(first["image_id"], node, value, {"source": ref, **meta}, params, fingerprint)
+            nodes += [_node_row(first["image_id"], node, value, {"source": shown, **meta}, params, fingerprint)
                       for node, (value, meta) in sorted(record.nodes.items())]
     order = [("image_id", "ascending"), ("meta", "ascending")]
     table = pa.Table.from_pylist(rows, schema=NODE_SCHEMA)
@@ -93,11 +97,11 @@ def _node_row(image_id: str, node: str, data, meta: dict, params: IngestParams, 
     if isinstance(data, Exception):
         reason = data.reason if isinstance(data, ImageRejected) else "unreadable"
         detail = data.detail if isinstance(data, ImageRejected) else str(data)
-        return {**row, "error": f"{reason}: {node}: {detail}"}
+        return {**row, "error": _utf8(f"{reason}: {node}: {detail}")}
     try:
         rgb, _ = decode_for_store(data, max_pixels=params.max_pixels, min_side=1, max_side=params.max_side)
     except ImageRejected as e:
-        return {**row, "error": f"{e.reason}: {node}: {e.detail}"}
+        return {**row, "error": _utf8(f"{e.reason}: {node}: {e.detail}")}
     return {**row, "data": encode_image(rgb, "png", 100), "format": "png", "width": rgb.shape[1],
             "height": rgb.shape[0], "seconds": time.perf_counter() - start}
 
@@ -164,8 +168,8 @@ def normalisation_fingerprint(params: IngestParams) -> str:
 
 def _part_of(fingerprint: str, source: SourceParams, entries: list[Entry]) -> str:
     digest = hashlib.sha256(f"{fingerprint}\n{source.model_dump_json()}\n".encode())
-    for e in entries:
-        digest.update(f"{e.ref}\t{e.stamp}\t{e.reject}\n".encode())
+    for e in entries:  # stored forms: a part id never needs a name to be UTF-8
+        digest.update(f"{ref_text(e.ref)}\t{e.stamp}\t{_stored(e.reject)}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -186,8 +190,9 @@ def plan_ingest(params: IngestParams, store: NodeStore) -> tuple[pa.Table, dict[
     previous: dict[int, dict[str, list[Entry]]] = {}
     placed: dict[tuple, tuple[str, int]] = {}
     for r in old_rows:
-        e = Entry(r["ref"], r["container"], r["stamp"], r["reject"])
-        previous.setdefault(r["source"], {}).setdefault(r["container"], []).append(e)
+        e = Entry(ref_from_text(r["ref"]), ref_from_text(r["container"]), r["stamp"],
+                  None if r["reject"] is None else ref_from_text(r["reject"]))
+        previous.setdefault(r["source"], {}).setdefault(e.container, []).append(e)
         placed[(r["source"], e)] = (r["part"], r["seq"])
     seq = max((r["seq"] for r in old_rows), default=-1) + 1
     rows, parts = [], {}
@@ -211,7 +216,24 @@ def plan_ingest(params: IngestParams, store: NodeStore) -> tuple[pa.Table, dict[
 
 
 def _entry_row(e: Entry, source: int) -> dict:
-    return {"ref": e.ref, "container": e.container, "stamp": e.stamp, "reject": e.reject, "source": source}
+    return {"ref": ref_text(e.ref), "container": ref_text(e.container), "stamp": e.stamp,
+            "reject": _stored(e.reject), "source": source}
+
+
+def _stored(text: str | None) -> str | None:
+    """`ref_text` of an optional field (a reject may quote a name): read back by `ref_from_text`."""
+    return None if text is None else ref_text(text)
+
+
+def _utf8(text: str | None) -> str | None:
+    """An error as valid UTF-8 text: unchanged unless it quotes a name that is not UTF-8."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return ref_text(text)
+    return text
 
 
 def _update_tombstones(store: NodeStore, listing: pa.Table) -> None:

@@ -31,12 +31,11 @@ import os
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipelines.catalog import Catalog
 from pipelines.node_types import NODE_TYPES
 from pipelines.params import Params, produced_nodes
-from pipelines.store import NodeStore, commit_folder, recover_folder, staging_folder, write_json, \
+from pipelines.store import NodeStore, commit_folder, read_part, recover_folder, staging_folder, write_json, \
     write_table
 
 PAIR_REF_SCHEMA = pa.schema([
@@ -96,7 +95,7 @@ def _node_metas(cat: Catalog, node: str) -> list[tuple[str, dict, int]]:
     ok = index.has(node)
     out = []
     for part in sorted(cat.nodes[node].folder.glob("part-*.parquet")):
-        t = pq.read_table(part, columns=["image_id", "meta", "error", "quality"], filters=[("node_type", "=", node)])
+        t = read_part(part, columns=["image_id", "meta", "error", "quality"], filters=[("node_type", "=", node)])
         t = t.filter(pc.and_(pc.is_null(t["error"]), pc.is_null(t["quality"])))
         for image_id, meta, pos in zip(t["image_id"].to_pylist(), t["meta"].to_pylist(),
                                        index.positions(t["image_id"]).tolist()):

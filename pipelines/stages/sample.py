@@ -32,7 +32,8 @@ from pipelines.sampling import auto_tasks, eval_count, sample
 from pipelines.sampling_params import SamplerParams
 from pipelines.splits import (leakage_report, merge_groups, near_duplicate_groups, sample_image_ids,
                               separate_hash_near_duplicates)
-from pipelines.store import NodeStore, commit_folder, recover_folder, staging_folder, write_json, write_table
+from pipelines.store import (NodeStore, commit_folder, read_part, recover_folder, staging_folder, write_json,
+                             write_table)
 from pipelines.subject_sampling import stage_episodes, subject_sampling  # issue 14
 from pipelines.task_mix import mix_summary
 from pipelines.tasks import MINED_TASK, Task, explicit_task
@@ -83,7 +84,7 @@ def node_meta(cat: Catalog, node: str) -> dict[str, dict]:
         return {}
     out = {}
     for path in sorted(cat.nodes[node].folder.glob("part-*.parquet")):
-        t = pq.read_table(path, columns=["image_id", "meta", "error", "quality"], filters=[("node_type", "=", node)])
+        t = read_part(path, columns=["image_id", "meta", "error", "quality"], filters=[("node_type", "=", node)])
         for r in t.to_pylist():
             if r["error"] is None and r["quality"] is None:
                 out.setdefault(r["image_id"], json.loads(r["meta"] or "{}"))
