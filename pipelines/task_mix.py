@@ -12,6 +12,7 @@ sample: diversity before volume, inside the edits too.
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 
 
 def water_fill(desired: dict[str, int], total: int) -> dict[str, int]:
@@ -46,7 +47,8 @@ def bounded_total(bounded: int, others: int, max_share: float) -> int:
     crowd out, and the bounded tasks keep what they asked for."""
     if max_share >= 1.0 or others == 0:
         return bounded
-    return min(bounded, int(max_share / (1.0 - max_share) * others))
+    share = Fraction(max_share).limit_denominator(10**6)  # exact: 0.25 / 0.75 * 12 is 3.999... in floats
+    return min(bounded, int(share / (1 - share) * others))
 
 
 def apply_budget(desired: dict[str, int], bounded_names: set[str], max_share: float) -> dict[str, int]:

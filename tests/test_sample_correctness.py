@@ -17,7 +17,7 @@ from annotators.synthetic_edits import apply_edit, transform_key
 from pipelines.edit_quadruplets import label_quadruplets
 from pipelines.sampling import sample, task_rng
 from pipelines.sampling_params import SamplerParams
-from pipelines.task_mix import apply_budget, water_fill
+from pipelines.task_mix import apply_budget, bounded_total, water_fill
 from pipelines.tasks import Task
 from tests.pipeline_fixtures import shard_records, small_params, write_params
 
@@ -88,6 +88,8 @@ def test_water_fill_cuts_the_largest_first_and_the_budget_bounds_the_share():
     assert counts["graph1"] == counts["graph2"] == 6 and sum(counts[k] for k in counts if k.startswith("mined")) == 4
     assert min(counts["mined/x"], counts["mined/y"], counts["mined/z"]) >= 1  # every edit sub-task keeps one
     assert apply_budget({"mined/x": 50}, {"mined/x"}, 0.25) == {"mined/x": 50}  # nothing else to crowd out
+    # exact arithmetic: 0.45 / 0.55 * 33 is 26.999... in floats, the budget 27 (float noise never decides)
+    assert bounded_total(100, 33, 0.45) == 27
 
 
 def _edit_corpus(root: Path, n: int) -> dict:
