@@ -417,7 +417,7 @@ def _text_filter(pairs: list[tuple[str, str, str]], embed_texts: Callable[[list[
     emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     ia = np.array([index[a] for a, _, _ in pairs], dtype=np.int64)
     ib = np.array([index[b] for _, b, _ in pairs], dtype=np.int64)
-    cos = np.einsum("ij,ij->i", emb[ia], emb[ib])
+    cos = np.round(np.einsum("ij,ij->i", emb[ia], emb[ib]), 6)  # a 1e-6 grid: BLAS noise never flips a pair
     conflict = instruction_conflicts(texts, ia, ib, params.conflict_number_ratio, params.conflict_on_disjoint_slots)
     return cos >= params.tau_text, conflict, np.array([lab == "same" for _, _, lab in pairs], dtype=bool)
 

@@ -27,11 +27,14 @@ from pipelines.report_edits import collect_edits, edits_html
 from pipelines.store import NodeStore, write_bytes, write_json
 
 
-def collect(params, store: NodeStore) -> dict:
+def read_samples(store: NodeStore) -> list[dict]:
+    return pq.read_table(store.samples_path).to_pylist() if store.samples_path.exists() else []
+
+
+def collect(params, store: NodeStore, samples: list[dict]) -> dict:
     from pipelines.catalog import Catalog
 
     out = Path(params.paths.out)
-    samples = pq.read_table(store.samples_path).to_pylist() if store.samples_path.exists() else []
     per_task: dict[str, Counter] = defaultdict(Counter)
     axes = {s: dict.fromkeys(LOCALITY_LEVELS, 0) for s in SEMANTIC_LEVELS}
     for s in samples:
@@ -113,9 +116,10 @@ def plot(data: dict, root: Path) -> list[str]:
 
 def write_report(params, store: NodeStore) -> Path:
     root = Path(params.paths.out) / "report"
-    data = collect(params, store)
+    samples = read_samples(store)  # once, for the counts and the edit section
+    data = collect(params, store, samples)
     data["quality"] = collect_quality(params, store, root)
-    data["edits"] = collect_edits(store, root)
+    data["edits"] = collect_edits(store, root, samples)
     write_json(data, root / "report.json")
     images = plot(data, root)
     leak = data["leakage"] or {}

@@ -8,7 +8,6 @@ import html
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 
 from pipelines.store import NodeStore, write_bytes
 
@@ -43,15 +42,14 @@ def _thumbnail(cells: list[bytes], nodes: list[str]) -> bytes:
     return encode_png(compose_grid(fitted, 2, 2), 6)
 
 
-def collect_edits(store: NodeStore, root: Path, limit: int = GALLERY_QUADRUPLETS) -> dict:
-    """The section's data; thumbnails are written under `root/edits/`."""
+def collect_edits(store: NodeStore, root: Path, samples: list[dict], limit: int = GALLERY_QUADRUPLETS) -> dict:
+    """The section's data (`samples`: the samples table's rows); thumbnails are written under `root/edits/`."""
     from pipelines.catalog import Catalog
 
     summary_path = store.samples_dir / "inputs.json"
     summary = json.loads(summary_path.read_text())["summary"] if summary_path.exists() else {}
     mined_path = store.mined_dir / "mined.json"
     mined = json.loads(mined_path.read_text()) if mined_path.exists() else {}
-    samples = pq.read_table(store.samples_path).to_pylist() if store.samples_path.exists() else []
     picks = pick_quadruplets(samples, limit)
     gallery = []
     if picks:

@@ -204,21 +204,21 @@ def _pool_keys(task: Task, categories: dict, transforms: dict, transform_nodes: 
     return key
 
 
-def _eligible(task: Task, mask: np.ndarray, ids, key_of) -> tuple[np.ndarray, dict | None, dict]:
-    """(eligible positions, pools by position, key by position) of one task in one split."""
+def _eligible(mask: np.ndarray, ids, key_of) -> tuple[np.ndarray, dict | None]:
+    """(eligible positions, pool of each position) of one task in one split: with a key, only the
+    positions that have one, each pooled with those of its key (one array per key, shared)."""
     eligible = np.nonzero(mask)[0]
     if key_of is None:
-        return eligible, None, {}
+        return eligible, None
     by_key = defaultdict(list)
-    keys = {}
     for i in eligible.tolist():
         k = key_of(ids[i])
         if k is not None:
             by_key[k].append(i)
-            keys[i] = k
-    eligible = np.array(sorted(keys), np.int64)
-    pools = {i: np.array(members, np.int64) for members in by_key.values() for i in members}
-    return eligible, pools, keys
+    pools = {}
+    for members in by_key.values():
+        pools.update(dict.fromkeys(members, np.array(members, np.int64)))
+    return np.array(sorted(pools), np.int64), pools
 
 
 def sample(index, tasks: list[Task], params, *, split_of=None, groups=None, embeddings=None,
@@ -269,10 +269,10 @@ def sample(index, tasks: list[Task], params, *, split_of=None, groups=None, embe
             if (task.name in heldout) != (split == EVAL_UNSEEN):
                 continue
             key_of = _pool_keys(task, categories, transforms, transform_nodes)
-            eligible, pools, keys = _eligible(task, eligible_of[task.name] & image_split, ids, key_of)
+            eligible, pools = _eligible(eligible_of[task.name] & image_split, ids, key_of)
             count = train_counts.get(task.name, 0) if split == "train" else n_eval
             if len(eligible) and count:
-                drawable[task.name] = (task, eligible, pools, keys)
+                drawable[task.name] = (task, eligible, pools, key_of)
                 desired[task.name] = count
         per_sub = params.samples_per_task if split == "train" else n_eval
         for sub, rows in _edit_split(edits, split, mined_name in heldout).items():
@@ -283,14 +283,14 @@ def sample(index, tasks: list[Task], params, *, split_of=None, groups=None, embe
             capped = water_fill({k: c for k, c in counts.items() if k not in drawable}, params.mined_max_samples)
             counts.update(capped)
         plan[split] = counts
-        for name, (task, eligible, pools, keys) in drawable.items():
+        for name, (task, eligible, pools, key_of) in drawable.items():
             rng = task_rng(params.seed, split, task.name)
             for _ in range(counts[name]):
                 s = draw_sample(task, split, eligible, rng, params, ids=ids, group=group, embeddings=embeddings,
                                 pools=pools, captions=captions)
-                if keys:
-                    pool_key = keys[int(index.positions([s["image_ids"][-1]])[0])]
-                    s["scores"] = json.dumps({"pool_key": [str(k) for k in pool_key]}, sort_keys=True)
+                if key_of is not None:  # the key every row shares: what admitted the sample
+                    s["scores"] = json.dumps({"pool_key": [str(k) for k in key_of(s["image_ids"][-1])]},
+                                             sort_keys=True)
                 out.append(s)
     for split, counts in plan.items():
         rng = task_rng(params.seed, split, mined_name)
@@ -307,16 +307,15 @@ def _edit_candidates(index, split_arr: np.ndarray, group: np.ndarray, params, mi
     if not mined and not labelled:
         return {}
 
-    def split_lookup(image_id: str) -> str:
-        pos = int(index.positions([image_id])[0])
-        return str(split_arr[pos]) if pos >= 0 else split_of(image_id, params.eval_fraction, params.seed)
-
-    def group_lookup(image_id: str):
-        pos = int(index.positions([image_id])[0])
-        return int(group[pos]) if pos >= 0 else image_id  # outside the index: a group of its own
-
-    return merge(label_quadruplets(labelled or [], split_lookup, params.seed, task_rng, group_lookup),
-                 mined_quadruplets(mined or [], split_lookup))
+    # the split and group of every source image, looked up in one search (not one per pair)
+    sources = sorted({p["source_image"] for p in labelled or []}
+                     | {r[f"source_image_{side}"] for r in mined or [] for side in "ab"})
+    positions = index.positions(sources).tolist()
+    split_by = {i: str(split_arr[k]) if k >= 0 else split_of(i, params.eval_fraction, params.seed)
+                for i, k in zip(sources, positions)}
+    group_by = {i: int(group[k]) if k >= 0 else i for i, k in zip(sources, positions)}  # outside: a group of its own
+    return merge(label_quadruplets(labelled or [], split_by.__getitem__, params.seed, task_rng, group_by.__getitem__),
+                 mined_quadruplets(mined or [], split_by.__getitem__))
 
 
 def _edit_split(edits: dict, split: str, heldout: bool) -> dict[str, list[dict]]:
