@@ -127,7 +127,7 @@ def run_step(root: Path, step: str, part_size: int) -> dict:
     elif step == "export_plan":
         from pipelines.stages.export import plan_shards
 
-        items = plan_shards(params, store, Catalog.load(store))
+        items, _ = plan_shards(params, store, Catalog.load(store))
         extra = {"shards": len(items)}
     elif step == "neardup":
         from pipelines.splits import near_duplicate_groups

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from mining.embed import CellEmbedActor, EmbeddingCache, ImageEmbedActor, TextEm
     make_image_embedder, make_text_embedder, text_id
 from mining.kmeans import resolve_backend
 from mining.quadruplets import MineResult, mine
+from pipelines import ray_runtime
 
 META_COLUMNS = ["pair_id", "source_id", "edited_id", "instruction"]
 # A pair table that holds its images (tests, benchmarks): image ids are the bytes' content ids. The mine
@@ -43,12 +45,8 @@ _PUT_EVERY = 1024  # images per cache part on the local path: progress survives 
 
 
 def _is_ray_dataset(obj: Any) -> bool:
-    try:
-        import ray.data
-
-        return isinstance(obj, ray.data.Dataset)
-    except ImportError:
-        return False
+    data = sys.modules.get("ray.data")  # not imported: not a Ray Dataset (and importing Ray costs a second)
+    return data is not None and isinstance(obj, data.Dataset)
 
 
 def _meta_table(pairs: Any) -> pa.Table:
@@ -96,8 +94,7 @@ def embed_images(pairs: Any, params: MineParams, cache: EmbeddingCache, wanted: 
         return
     use_ray = _is_ray_dataset(pairs) or params.embed.backend == "ray"
     if use_ray:
-        import ray.data
-
+        ray = ray_runtime.ray_module()
         ds = pairs if _is_ray_dataset(pairs) else ray.data.from_arrow(pairs)
         out = ds.map_batches(ImageEmbedActor, **_ray_pool_kwargs(params, wanted=missing))
         ids, mat = _collect(out, "image_id")
@@ -135,8 +132,7 @@ def embed_cells(cells: list[dict], params: MineParams, cache: EmbeddingCache, re
     """Embed store cells: in a Ray actor pool whose workers read their own cells (`embed.backend: ray`;
     only keys and vectors reach the driver), or here, a batch of cells at a time."""
     if params.embed.backend == "ray":
-        import ray.data
-
+        ray = ray_runtime.ray_module()
         ds = ray.data.from_items(cells)
         ids, mat = _collect(ds.map_batches(CellEmbedActor, **_ray_pool_kwargs(params, reader=reader)), "key")
         if mat is not None:
@@ -164,8 +160,7 @@ def embed_texts(texts: list[str], params: MineParams, cache: EmbeddingCache, use
     if not missing:
         return
     if use_ray:
-        import ray.data
-
+        ray = ray_runtime.ray_module()
         ds = ray.data.from_items([{"text_id": i, "text": by_id[i]} for i in missing])
         ids, mat = _collect(ds.map_batches(TextEmbedActor, **_ray_pool_kwargs(params)), "text_id")
         if mat is not None:

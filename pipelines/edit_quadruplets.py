@@ -5,8 +5,9 @@ treats like tasks of their own:
 - label-paired: pairs whose transformation vicl knows (a synthetic edit's family and the params
   that change its meaning, a generated analogous pair's instruction) carry a `transform_key`;
   two pairs form a quadruplet only when their keys are equal and both sources lie in one split.
-  Pairs of one (split, key) are put in a seeded order and each is the query of the next one's
-  exemplar (a cycle), so every pair is a query once. Sub-task: the key.
+  Pairs of one (split, key) are put in a seeded order (by digest, so an added pair changes only its
+  neighbours) and each is the query of the next one's exemplar (a cycle), so every pair is a query
+  once. Sub-task: the key.
 - task-vector mined: the mine stage's quadruplets of pairs whose transformation is unknown (edit
   corpora), kept when both sources lie in one split. Sub-task: the K-Means cluster.
 Each sample keeps the scores that admitted it (`scores`: pairing, transform key or cosines,
@@ -22,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from pipelines.instructions import build_instruction
+from pipelines.ring import digest64
 from pipelines.tasks import mined_task
 
 CELL_ROLES = ("source", "edited")
@@ -33,7 +35,6 @@ def _pair_cells(row: dict, side: str) -> dict:
 
 
 def label_quadruplets(pairs: list[dict], split_of: Callable[[str], str], seed: int,
-                      rng_for: Callable[[int, str, str], np.random.Generator],
                       group_of: Callable[[str], object] | None = None) -> dict[str, dict[str, list[dict]]]:
     """{split: {transform key: quadruplet rows}} of labelled pairs (rows with pair_id, transform_key,
     instruction, origin and the cells source_node/source_image/edited_node/edited_image). Two pairs
@@ -46,8 +47,10 @@ def label_quadruplets(pairs: list[dict], split_of: Callable[[str], str], seed: i
     for (split, key), members in sorted(groups.items()):
         if len(members) < 2:
             continue
-        members = sorted(members, key=lambda p: p["pair_id"])
-        order = rng_for(seed, split, f"mined_edit/pairs/{key}").permutation(len(members)).tolist()
+        # a seeded order by digest (not a shuffle of positions): a pair added later enters the cycle
+        # at one place, and only the two quadruplets beside it change
+        members = sorted(members, key=lambda p: (digest64(f"{seed}/{split}/{key}/{p['pair_id']}"), p["pair_id"]))
+        order = list(range(len(members)))
         quads = []
         for j in range(len(order) if len(order) > 2 else 1):
             a, b = members[order[j]], members[order[(j + 1) % len(order)]]
@@ -93,11 +96,19 @@ def merge(*candidates: dict[str, dict[str, list[dict]]]) -> dict[str, dict[str, 
     return dict(out)
 
 
-def draw(rows: list[dict], count: int, rng: np.random.Generator) -> list[dict]:
-    """`count` of `rows`, a seeded draw in table order."""
+def quadruplet_identity(row: dict) -> str:
+    """What a quadruplet is: its eight cells (node and image of each), as one string."""
+    return "/".join(str(row[f"{role}_{col}_{side}"]) for side in "ba" for role in CELL_ROLES for col in ("node", "image"))
+
+
+def draw(rows: list[dict], count: int, salt: str) -> list[dict]:
+    """`count` of `rows`: those of smallest seeded digest (`salt`: seed, split, sub-task), in table
+    order. A row added later takes a place only if its digest is among the smallest, so a grown
+    table keeps the rows drawn before but one."""
     if count >= len(rows):
         return list(rows)
-    return [rows[i] for i in sorted(rng.choice(len(rows), size=count, replace=False).tolist())]
+    ranked = sorted(range(len(rows)), key=lambda i: (digest64(f"{salt}/{quadruplet_identity(rows[i])}"), i))
+    return [rows[i] for i in sorted(ranked[:count])]
 
 
 def quadruplet_sample(row: dict, split: str, rng: np.random.Generator, params) -> dict:

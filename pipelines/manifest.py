@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pipelines.params import Params
+from pipelines.store import write_json
 from pipelines.verify import SUMS_FILE, sha256_file
 
 PACKAGES = ("vicl", "torch", "numpy", "pillow", "opencv-python-headless", "ray", "webdataset", "pyarrow",
@@ -30,14 +31,32 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def file_hashes(out: Path, paths: list[Path], cache_path: Path) -> dict[str, dict]:
+    """{path relative to out: {sha256, bytes}}, reading only files written since the last export: a
+    file whose size and mtime are those recorded beside its hash in `cache_path` keeps that hash (an
+    incremental export of a large set would otherwise read every shard again; `vicl verify` reads
+    them all). The cache lives in the store, not in `out`: it holds file times, which differ between
+    two copies of one build whose outputs are byte-identical."""
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    files, fresh = {}, {}
+    for path in paths:
+        rel, st = str(path.relative_to(out)), path.stat()
+        stamp = [st.st_size, st.st_mtime_ns]
+        known = cache.get(rel)
+        digest = known[2] if known and known[:2] == stamp else sha256_file(path)
+        fresh[rel] = stamp + [digest]
+        files[rel] = {"sha256": digest, "bytes": st.st_size}
+    write_json(fresh, cache_path)
+    return files
+
+
 def build_manifest(params: Params, store, out: Path, cat, failures) -> dict:
     """Counts from the catalog's compact index and the failures table computed once by the export."""
     index = cat.node_index()
     samples = pq.read_table(store.samples_path, columns=["split", "task"]).to_pylist()
-    files = {}
-    for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name not in ("manifest.json", SUMS_FILE)
-                       and not p.name.startswith(".")):
-        files[str(path.relative_to(out))] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    files = file_hashes(out, sorted(p for p in out.rglob("*") if p.is_file()
+                                    and p.name not in ("manifest.json", SUMS_FILE) and not p.name.startswith(".")),
+                        store.export_hashes_path)
     files["store/samples.parquet"] = {"sha256": sha256_file(store.samples_path),
                                       "bytes": store.samples_path.stat().st_size}
     per_task: dict[str, dict[str, int]] = {}

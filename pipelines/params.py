@@ -40,6 +40,9 @@ class RayParams(Section):
     address: str | None = None  # None: start a local instance (RAY_ADDRESS / --ray-address override)
     num_cpus: int | None = Field(None, ge=1)  # local instance only
     preserve_order: bool = True  # deterministic ingest parts
+    # a stage with at most this many tasks (parts, shards) of work runs them in the driver on a
+    # local machine: Ray's start and stop (~5 s on 2 cores) cost more than a part or two of work
+    inline_max_tasks: int = Field(2, ge=0)
 
 
 class RecordColumns(Section):

@@ -1,4 +1,10 @@
-"""Starting or joining Ray, the same way for every stage.
+"""Starting or joining Ray, the same way for every stage, and only when a stage has work for it.
+
+A command opens a `session`; Ray starts (or is joined) the first time a stage hands it work
+(`ray_module`), not when the session opens: a run with nothing to do, or with only a part or
+two of work on a local machine (`inline`: `ray.inline_max_tasks`), never pays Ray's start and
+shutdown (about 5 s on 2 cores, more than a part's work) and runs the same task functions in
+this process. On a cluster (`--ray-address`, RAY_ADDRESS, `ray.address`) work always goes to Ray.
 
 Local by default (`address="local"` always starts a fresh instance, so a stale
 /tmp/ray/ray_current_cluster from a dead run is never joined by accident);
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -63,15 +70,60 @@ def _sigint_ignored():
             signal.signal(signal.SIGINT, previous)
 
 
-@contextmanager
-def session(params: RayParams, address: str | None = None):
-    """Ray for the block; shut down on the way out, whether the block ends, fails or is interrupted."""
+class _Session:
+    def __init__(self, params: RayParams, address: str | None):
+        self.params, self.address, self.started = params, address, False
+
+    def cluster(self) -> bool:
+        address = self.address or os.environ.get("RAY_ADDRESS") or self.params.address
+        return bool(address) and address != "local"
+
+
+_sessions: list[_Session] = []
+
+
+def _current() -> _Session:
+    return _sessions[-1] if _sessions else _Session(RayParams(), None)
+
+
+def _ray_running() -> bool:
+    ray = sys.modules.get("ray")  # never imported: certainly not running (and not worth importing to ask)
+    return ray is not None and ray.is_initialized()
+
+
+def inline(tasks: int) -> bool:
+    """Whether `tasks` pending tasks run here, in this process, instead of on Ray: only on a local
+    machine, with Ray not already running, and no more than `ray.inline_max_tasks` of them."""
+    session = _current()
+    return not _ray_running() and not session.cluster() and tasks <= session.params.inline_max_tasks
+
+
+def ray_module():
+    """The `ray` module, started (or joined) for the current session if it is not running yet."""
     import ray
 
-    started = init(params, address)
+    if not ray.is_initialized():
+        session = _current()
+        started = init(session.params, session.address)
+        if _sessions:
+            session.started = session.started or started  # shut down when the session ends
+    else:
+        _quiet_data_context(_current().params.preserve_order)
+    return ray
+
+
+@contextmanager
+def session(params: RayParams, address: str | None = None):
+    """Ray for the block, started on first use (`ray_module`); shut down on the way out if this
+    session started it, whether the block ends, fails or is interrupted."""
+    current = _Session(params, address)
+    _sessions.append(current)
     try:
         yield
     finally:
-        if started:
+        _sessions.remove(current)
+        if current.started:
+            import ray
+
             with _sigint_ignored():
                 ray.shutdown()

@@ -10,12 +10,18 @@ A sample has 1..3 rows (params `rows`), each a different source image holding ev
 the task's path (different near-duplicate groups where the pool allows); the query row is
 last. Condition columns are shuffled by one permutation shared by all rows, the target
 column stays last; the cell to generate is the query row's last cell, or with probability
-`cloze_probability` a random cell of that row (`target_cell`). Each (split, task) has its own
-RNG stream from (seed, split, task), so adding a task never changes another task's samples.
-A 2-column task with 2 rows is VIRAL's quadruplet (A, A', B, B'); the rows of a task whose path
-holds a node with transform keys (synthetic edits) or categories share one key. Edit quadruplets
-(mined and label-paired, pipelines/edit_quadruplets.py) become the task `mined_edit`; the task mix
-(pipelines/task_mix.py) sets how many samples each task gets per split.
+`cloze_probability` a random cell of that row (`target_cell`).
+
+Stable under growth (pipelines/ring.py): a task's queries are its eligible images in ring order
+from the task's own starting place (cycling when it asks for more samples than it has images), a
+query's contexts come from the few pool images that follow it on the ring, each sample's other
+draws (rows, permutation, target, instruction) come from its own RNG stream keyed by (seed, split,
+task, query, occurrence), and its key is the query's ring place. Adding images changes only the
+samples next to them on the ring and the last query of a task's walk; adding a task changes no
+other task's samples. A 2-column task with 2 rows is VIRAL's quadruplet (A, A', B, B'); the rows of
+a task whose path holds a node with transform keys (synthetic edits) or categories share one key.
+Edit quadruplets (mined and label-paired, pipelines/edit_quadruplets.py) become the task
+`mined_edit`; the task mix (pipelines/task_mix.py) sets how many samples each task gets per split.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from collections import defaultdict
 
 import numpy as np
 
-from pipelines.edit_quadruplets import draw, label_quadruplets, merge, mined_quadruplets, quadruplet_sample
+from pipelines import ring
+from pipelines.edit_quadruplets import (draw, label_quadruplets, merge, mined_quadruplets, quadruplet_identity,
+                                        quadruplet_sample)
 from pipelines.instructions import build_instruction
 from pipelines.sampling_params import SamplerParams
 from pipelines.splits import split_of_group
@@ -87,11 +95,13 @@ def _category_node(task: Task, categories: dict) -> str:
     return task.path[-1]
 
 
-def _pick_contexts(query: int, pool: np.ndarray, k: int, rng: np.random.Generator, params: SamplerParams,
-                   group: np.ndarray, embeddings: np.ndarray | None) -> list[int]:
-    """k context positions from `pool` (sorted positions): not the query, preferring distinct
-    near-duplicate groups. Random contexts look at a bounded random draw of the pool, never the
-    whole pool, so a sample costs the same on 10^3 and 10^7 images."""
+def _pick_contexts(query: int, candidates: np.ndarray, k: int, rng: np.random.Generator, params: SamplerParams,
+                   group: np.ndarray, embeddings: np.ndarray | None, pool: np.ndarray) -> list[int]:
+    """k context positions: not the query, preferring distinct near-duplicate groups. Random
+    contexts are the first of `candidates` (the pool images that follow the query on the ring, in
+    the query's seeded order: a bounded window, so a sample costs the same on 10^3 and 10^7 images,
+    and an image added elsewhere on the ring never changes it); retrieved contexts are drawn from
+    the query's nearest neighbours in `pool`."""
     if k == 0 or len(pool) <= 1:
         return []
     if params.context == "retrieved" and embeddings is not None:
@@ -103,10 +113,7 @@ def _pick_contexts(query: int, pool: np.ndarray, k: int, rng: np.random.Generato
         others = ranked[group[ranked] != group[query]][:max(params.retrieval_pool, k)]
         candidates = others[rng.permutation(len(others))] if len(others) else candidates[rng.permutation(len(candidates))]
     else:
-        draw = min(len(pool), 8 * k + 16)
-        candidates = pool[np.sort(rng.choice(len(pool), size=draw, replace=False))]
-        candidates = candidates[rng.permutation(len(candidates))]
-        candidates = candidates[candidates != query]
+        candidates = candidates[candidates != query]  # in the query's own seeded order (_walk_task)
     used = {int(group[query])}
     picked: list[int] = []
     for i in candidates.tolist():  # first pass: one image per near-duplicate group
@@ -120,15 +127,19 @@ def _pick_contexts(query: int, pool: np.ndarray, k: int, rng: np.random.Generato
     return picked
 
 
-def draw_sample(task: Task, split: str, eligible: np.ndarray, rng: np.random.Generator, params: SamplerParams, *,
-                ids, group: np.ndarray, embeddings: np.ndarray | None = None,
-                pools: dict[int, np.ndarray] | None = None, captions: dict[str, str] | None = None) -> dict:
-    """One sample of a task from its eligible image positions (sorted). `pools`: same-category pools."""
+def context_window(k: int) -> int:
+    """How many of the pool images that follow a query on the ring its k contexts are drawn from."""
+    return 4 * k + 4
+
+
+def draw_sample(task: Task, split: str, query: int, candidates: np.ndarray, pool: np.ndarray,
+                rng: np.random.Generator, params: SamplerParams, *, ids, group: np.ndarray,
+                embeddings: np.ndarray | None = None, captions: dict[str, str] | None = None) -> dict:
+    """One sample of a task for `query` (an image position): contexts from `candidates` (the ring
+    window after the query) or, retrieved, from `pool`; every other draw from `rng`, the sample's own."""
     row_counts = sorted(params.rows)
     rows = int(rng.choice(row_counts, p=np.array([params.rows[k] for k in row_counts])))
-    query = int(eligible[int(rng.integers(len(eligible)))])
-    pool = pools[query] if pools is not None else eligible
-    contexts = _pick_contexts(query, pool, min(rows, len(pool)) - 1, rng, params, group, embeddings)
+    contexts = _pick_contexts(query, candidates, min(rows, len(pool)) - 1, rng, params, group, embeddings, pool)
     image_ids = [ids[i] for i in contexts + [query]]
     rows = len(image_ids)
     perm = rng.permutation(len(task.path) - 1).tolist()
@@ -144,6 +155,45 @@ def draw_sample(task: Task, split: str, eligible: np.ndarray, rng: np.random.Gen
             "image_ids": image_ids, "source_ids": list(image_ids), "cell_nodes": [n for _ in image_ids for n in columns],
             "cell_ids": [i for i in image_ids for _ in columns], "target_row": rows - 1, "target_col": target_col,
             "instruction": instruction, "context_mode": params.context}
+
+
+def _walk_task(task: Task, split: str, count: int, eligible: np.ndarray, pools: dict | None, places: np.ndarray,
+               params: SamplerParams, **draw_kwargs) -> list[dict]:
+    """`count` samples of one task in one split: its eligible positions walked in ring order from the
+    task's starting place (occurrence c of a query when the walk goes round c times), each with the
+    contexts that follow it on the ring within its pool."""
+    order = ring.walk(eligible, places[eligible], ring.digest64(f"{params.seed}/{split}/{task.name}/start"))
+    rings: dict[int, tuple[np.ndarray, dict]] = {}  # pool (by identity: keyed pools share arrays) -> ring order
+    max_k = max(params.rows) - 1
+    window = context_window(max_k)
+    out = []
+    for j in range(count):
+        query, occurrence = int(order[j % len(order)]), j // len(order)
+        pool = pools[query] if pools is not None else eligible
+        if id(pool) not in rings:
+            walked = ring.walk(pool, places[pool], 0)
+            rings[id(pool)] = (walked, {int(p): k for k, p in enumerate(walked.tolist())})
+        walked, at = rings[id(pool)]
+        n = len(walked)
+        # the window after the query; a later occurrence of the query takes the next window along
+        steps = (at[query] + 1 + occurrence * window + np.arange(min(window, max(n - 1, 0)))) % max(n, 1)
+        candidates = walked[steps] if n > 1 else walked[:0]
+        # each query orders its window by a digest of (query, candidate): an image entering the
+        # window changes the contexts only if it ranks among those picked
+        candidates = candidates[np.lexsort((candidates, ring.pair_order(places[candidates], places[query])))]
+        image_id = draw_kwargs["ids"][query]
+        rng = task_rng(params.seed, split, f"{task.name}/{image_id}/{occurrence}")
+        s = draw_sample(task, split, query, candidates, pool, rng, params, **draw_kwargs)
+        s["key"] = sample_key(split, int(places[query]), f"{task.name}/{occurrence}")
+        out.append(s)
+    return out
+
+
+def sample_key(split: str, query_place: int, what: str) -> str:
+    """`<split>_<query's ring place, 16 hex><8 hex of what>`: samples sort by where their query sits on
+    the ring (an added image's samples land beside those it changed), and a key never depends on
+    how many samples came before it."""
+    return f"{split}_{query_place:016x}{hashlib.sha256(what.encode()).hexdigest()[:8]}"
 
 
 class _Ids:
@@ -225,8 +275,8 @@ def sample(index, tasks: list[Task], params, *, split_of=None, groups=None, embe
            categories: dict[tuple[str, str], str] | None = None, captions: dict[str, str] | None = None,
            transforms: dict[tuple[str, str], str] | None = None, mined: list[dict] | None = None,
            labelled: list[dict] | None = None) -> list[dict]:
-    """Samples of every task and split, keyed `<split>_<9 digits>` in generation order: the graph
-    tasks' (split by split, task by task), then the edit quadruplets' (`mined_edit`, split by split).
+    """Samples of every task and split (the graph tasks' and the edit quadruplets', `mined_edit`), in
+    key order (`sample_key`: by the query's place on the ring).
 
     `index`: the catalog's NodeIndex, or {node: set of ids}; `split_of`, `groups`, `embeddings`:
     arrays aligned with the index's sorted ids (or the dict forms). `transforms`: {(node, image id):
@@ -245,6 +295,7 @@ def sample(index, tasks: list[Task], params, *, split_of=None, groups=None, embe
     categories, transforms = categories or {}, transforms or {}
     transform_nodes = {node for node, _ in transforms}
     ids = _Ids(index.ids)
+    places = ring.places(index.ids, params.seed)
     heldout = set(params.heldout_tasks) | {t.name for t in tasks if t.family in params.heldout_families}
     eligible_of = {}
     for t in tasks:
@@ -284,21 +335,21 @@ def sample(index, tasks: list[Task], params, *, split_of=None, groups=None, embe
             counts.update(capped)
         plan[split] = counts
         for name, (task, eligible, pools, key_of) in drawable.items():
-            rng = task_rng(params.seed, split, task.name)
-            for _ in range(counts[name]):
-                s = draw_sample(task, split, eligible, rng, params, ids=ids, group=group, embeddings=embeddings,
-                                pools=pools, captions=captions)
+            for s in _walk_task(task, split, counts[name], eligible, pools, places, params, ids=ids, group=group,
+                                embeddings=embeddings, captions=captions):
                 if key_of is not None:  # the key every row shares: what admitted the sample
                     s["scores"] = json.dumps({"pool_key": [str(k) for k in key_of(s["image_ids"][-1])]},
                                              sort_keys=True)
                 out.append(s)
     for split, counts in plan.items():
-        rng = task_rng(params.seed, split, mined_name)
         for sub, rows in sorted(_edit_split(edits, split, mined_name in heldout).items()):
             name = f"{mined_name}/{sub}"
-            picked = draw(rows, counts.get(name, 0), task_rng(params.seed, split, name))
-            out.extend(quadruplet_sample(r, split, rng, params) for r in picked)
-    return assign_keys(out)
+            for r in draw(rows, counts.get(name, 0), f"{params.seed}/{split}/{name}"):
+                identity = quadruplet_identity(r)
+                s = quadruplet_sample(r, split, task_rng(params.seed, split, f"{name}/{identity}"), params)
+                s["key"] = sample_key(split, ring.place(r["source_image_a"], params.seed), f"{name}/{identity}")
+                out.append(s)
+    return sorted_by_key(out)
 
 
 def _edit_candidates(index, split_arr: np.ndarray, group: np.ndarray, params, mined,
@@ -314,7 +365,7 @@ def _edit_candidates(index, split_arr: np.ndarray, group: np.ndarray, params, mi
     split_by = {i: str(split_arr[k]) if k >= 0 else split_of(i, params.eval_fraction, params.seed)
                 for i, k in zip(sources, positions)}
     group_by = {i: int(group[k]) if k >= 0 else i for i, k in zip(sources, positions)}  # outside: a group of its own
-    return merge(label_quadruplets(labelled or [], split_by.__getitem__, params.seed, task_rng, group_by.__getitem__),
+    return merge(label_quadruplets(labelled or [], split_by.__getitem__, params.seed, group_by.__getitem__),
                  mined_quadruplets(mined or [], split_by.__getitem__))
 
 
@@ -325,11 +376,12 @@ def _edit_split(edits: dict, split: str, heldout: bool) -> dict[str, list[dict]]
     return {} if split == EVAL_UNSEEN else edits.get(split, {})
 
 
-def assign_keys(samples: list[dict]) -> list[dict]:
-    counters: dict[str, int] = defaultdict(int)
-    for s in samples:
-        s["key"] = f"{s['split']}_{counters[s['split']]:09d}"
-        counters[s["split"]] += 1
+def sorted_by_key(samples: list[dict]) -> list[dict]:
+    """The samples in key order; two samples with one key would be one sample twice (a bug)."""
+    samples = sorted(samples, key=lambda s: s["key"])
+    for a, b in zip(samples, samples[1:]):
+        if a["key"] == b["key"]:
+            raise AssertionError(f"two samples share the key {a['key']}: {a['task']} and {b['task']}")
     return samples
 
 

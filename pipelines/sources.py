@@ -18,7 +18,9 @@ goes on. Only regular files are ever opened (a FIFO would block a worker in `ope
 Names need not be UTF-8. POSIX names are bytes, and Python lists a byte that is not UTF-8 as a
 lone surrogate (PEP 383), which Parquet, JSON readers and `str.encode()` refuse. In memory a
 reference keeps the str Python gave (it opens the file); stored (listing.parquet, part ids, an
-image's meta `source`, failures) it is `ref_text(ref)`: the reference itself when it is plain
+image's meta `source`, failures) it is `stored_ref(ref)`: relative to the working directory when the
+source's params path is relative (a build moved or copied to another folder stores the same
+references, part ids and manifest), then `ref_text`: the reference itself when it is plain
 text, else its bytes with each byte that is not UTF-8 written `\\xNN` and each backslash doubled
 (`caf\\xe9.jpg` for the Latin-1 name `café.jpg`). `ref_from_text` reverses it exactly, so a re-run
 finds the same inputs in the same parts; a plain name that itself holds `\\\\` or `\\x80`-`\\xff` is
@@ -147,6 +149,31 @@ def ref_text(ref: str) -> str:
 def ref_from_text(text: str) -> str:
     """The reference `ref_text` stored: `ref_from_text(ref_text(r)) == r` for every listed name."""
     return _unescape(text) if "\\" in text else text
+
+
+def _relative_to_base(source: SourceParams) -> bool:
+    """Whether the source's references are stored relative to the working directory: when its
+    params path is relative (it resolves against that directory, so the directory is the same on
+    every run of the build); a path given absolute is stored absolute."""
+    return source.kind != "embedded" and not os.path.isabs(os.path.expanduser(source.path))
+
+
+def stored_ref(ref: str, source: SourceParams, base: str) -> str:
+    """A reference as the store keeps it (listing, part ids, an image's meta `source`, failures):
+    relative to `base` (the working directory of the run that listed it) when the source's path is
+    relative, so one build in two folders stores the same text and makes the same part ids and
+    manifest; then `ref_text` (names that are not UTF-8). `ref_from_stored` reverses it."""
+    prefix = base.rstrip(os.sep) + os.sep
+    if _relative_to_base(source) and ref.startswith(prefix):
+        ref = ref[len(prefix):]
+    return ref_text(ref)
+
+
+def ref_from_stored(text: str, source: SourceParams, base: str) -> str:
+    """The in-memory (absolute) reference of a stored one; a store made before references were
+    stored relative holds absolute ones, which come back unchanged."""
+    ref = ref_from_text(text)
+    return os.path.join(base, ref) if _relative_to_base(source) and not os.path.isabs(ref) else ref
 
 
 _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",

@@ -283,6 +283,11 @@ class NodeStore:
         return self.samples_dir / "samples.parquet"
 
     @property
+    def export_hashes_path(self) -> Path:
+        """The export's cache of shard hashes by (size, mtime) (pipelines/manifest.py: file_hashes)."""
+        return self.root / "export_hashes.json"
+
+    @property
     def catalog_path(self) -> Path:
         return self.nodes_dir / "catalog.json"  # inside the annotate stage's own output folder
 

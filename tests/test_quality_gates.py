@@ -176,6 +176,20 @@ def test_canny_flags_a_flat_image_and_keeps_photo_edges(photo, flat):
     assert native.quality is None and strong_fraction(native.array) > 0.02
 
 
+@pytest.mark.parametrize("resolution", [64, 512, 1024])
+@pytest.mark.parametrize("crop", [(0, 0, 512, 512), (5, 17, 133, 301), (0, 0, 77, 45)])
+def test_canny_maps_equal_controlnet_aux_canny_detector(resolution, crop):
+    """Canny runs OpenCV itself (importing controlnet_aux costs 5 s of start-up): the maps must stay
+    those of controlnet_aux's CannyDetector, bit for bit, at every detection size (stored maps are kept)."""
+    from controlnet_aux.canny import CannyDetector
+
+    image = np.ascontiguousarray(skimage.data.astronaut()[crop[0]:crop[2], crop[1]:crop[3]])
+    ours = _one("canny", image, {"resolution": resolution})["canny"].array
+    ref = CannyDetector()(image, low_threshold=100, high_threshold=200, detect_resolution=resolution,
+                          image_resolution=resolution, output_type="np")[..., 0]
+    assert (ours == resize_to(np.ascontiguousarray(ref), *image.shape[:2], kind="lines")).all()
+
+
 def test_model_edge_maps_flag_an_empty_map(photo):
     from annotators.edges_models import Hed
 

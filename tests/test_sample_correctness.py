@@ -48,7 +48,7 @@ def _pair(k: int, axis: str, source: str) -> dict:
 def test_label_pairs_form_quadruplets_only_within_one_key_and_one_split():
     pairs = [_pair(k, "horizontal" if k % 2 else "vertical", f"img{k:02d}") for k in range(20)]
     split = {f"img{k:02d}": "eval" if k % 5 == 0 else "train" for k in range(20)}
-    out = label_quadruplets(pairs, split.get, 0, task_rng)
+    out = label_quadruplets(pairs, split.get, 0)
     by_id = {p["pair_id"]: p for p in pairs}
     count = 0
     for split_name, subtasks in out.items():
@@ -60,9 +60,9 @@ def test_label_pairs_form_quadruplets_only_within_one_key_and_one_split():
                 assert a["source_image"] != b["source_image"]
                 count += 1
     assert count >= 16  # each pair is a query once in its (split, key) cycle
-    assert out == label_quadruplets(pairs, split.get, 0, task_rng)  # seeded
+    assert out == label_quadruplets(pairs, split.get, 0)  # seeded
     # near-duplicate sources never pair: all in one group, no quadruplet
-    assert not label_quadruplets(pairs, split.get, 0, task_rng, group_of=lambda image_id: 0)
+    assert not label_quadruplets(pairs, split.get, 0, group_of=lambda image_id: 0)
 
 
 def test_rows_of_a_synthetic_edit_task_share_the_transform_key():

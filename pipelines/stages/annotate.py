@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from pipelines import ray_runtime
 from pipelines.annotation_plan import AnnotatorRun, online_nodes, plan
 from pipelines.annotator_runtime import build_annotator, encode_output
 from pipelines.catalog import Catalog
@@ -274,7 +275,9 @@ def run_group(group: list[AnnotatorRun], folders: dict[str, Path], store: NodeSt
         label = group[0].name if len(group) == 1 else f"{len(group)} CPU annotators"
         bar = (progress or _NoBar)(total=len(items), desc=f"annotate {label}")
         batch_size = min(r.batch_size for r in group)
-        if params.annotate.cpu_executor == "tasks" and all(r.num_gpus == 0 and r.weight_free for r in group):
+        if ray_runtime.inline(len(items)):
+            results = _run_here(items, args, batch_size, bar)
+        elif params.annotate.cpu_executor == "tasks" and all(r.num_gpus == 0 and r.weight_free for r in group):
             results = _run_part_tasks(group, items, args, batch_size, bar)
         else:
             results = _run_actor_pool(group, items, args, batch_size, bar)
@@ -288,13 +291,22 @@ def run_group(group: list[AnnotatorRun], folders: dict[str, Path], store: NodeSt
              "unfinished_parts": len(unfinished)} for run in group] if group else []
 
 
+def _run_here(items: list[dict], args: list[dict], batch_size: int, bar) -> dict:
+    """A part or two of work: the group built in this process and run part by part (no Ray)."""
+    members = AnnotatorGroup(args)
+    results = {}
+    for item in items:
+        results[item["part"]] = members.annotate_part(item["inputs"], item["paths"], batch_size)
+        bar.update(1)
+    return results
+
+
 def _run_part_tasks(group: list[AnnotatorRun], items: list[dict], args: list[dict], batch_size: int, bar) -> dict:
     """Weight-free CPU operators: one Ray task per part, each running only the members that part lacks.
 
     Nothing to load per worker, so an actor pool buys nothing, and a task that writes its own
     files spares the hand-over of every output through the object store and the driver."""
-    import ray
-
+    ray = ray_runtime.ray_module()
     num_cpus = max(r.num_cpus for r in group)
     args[0]["cpu_threads"] = max(1, round(num_cpus))
     task = ray.remote(num_cpus=num_cpus)(annotate_part_task)
@@ -318,8 +330,7 @@ def _run_part_tasks(group: list[AnnotatorRun], items: list[dict], args: list[dic
 
 def _run_actor_pool(group: list[AnnotatorRun], items: list[dict], args: list[dict], batch_size: int, bar) -> dict:
     """Ray Data: parts -> an actor pool (one model per actor) that annotates and writes each part."""
-    import ray.data
-
+    ray = ray_runtime.ray_module()
     size, num_cpus = _pool(group)
     if all(r.num_gpus == 0 for r in group):
         args[0]["cpu_threads"] = max(1, round(num_cpus))

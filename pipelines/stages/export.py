@@ -3,24 +3,28 @@
 Shard sets (uniform fields within each):
   shards/<split>/<split>-NNNNN.tar                 grid layout: json + grid.png (the trainer's)
   shards_seq/<split>/<R>x<C>/<split>-NNNNN.tar     sequence layout: json + r<i>c<j>.png, one set per shape
-Shard j of a set holds its samples [j*S, (j+1)*S) in key order; each is one Ray Data task
-that reads only the row groups holding its cells (the driver locates every cell through the
-catalog's compact index) and writes its tar atomically. Finished shards are skipped on a
-re-run, so a killed export resumes and ends byte-identical to an uninterrupted one; a shard
-whose plan digest changed (its samples, cells, export params, or the code that renders shards)
-is rewritten. `export.graph200k` adds the Graph200K-compatible folder export.
+A first export lays each set out in key order, `shard_size` samples per shard; later exports keep
+each sample in its shard and put new samples in new shards (pipelines/shard_layout.py), so a grown
+corpus rewrites only the shards whose samples changed. Each shard is one task (Ray Data, or this
+process for a shard or two) that reads only the row groups holding its cells (the driver locates
+every cell through the catalog's compact index) and writes its tar atomically. Finished shards are
+skipped on a re-run, so a killed export resumes and ends byte-identical to an uninterrupted one; a
+shard whose plan digest changed (its samples, cells, export params, or the code that renders
+shards) is rewritten, and one planned under another number is renamed. `export.graph200k` adds the Graph200K-compatible folder export.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines import ray_runtime, shard_layout
 from pipelines.annotator_runtime import render_online
 from pipelines.catalog import Catalog, StageOrderError
 from pipelines.layouts import shape_set
@@ -123,26 +127,32 @@ def shard_params_json(export: ExportParams) -> str:
     return export.model_dump_json(include=set(SHARD_FIELDS))
 
 
-def plan_shards(params: Params, store: NodeStore, cat: Catalog) -> list[dict]:
+def plan_shards(params: Params, store: NodeStore, cat: Catalog,
+                previous: dict[str, dict[str, int]] | None = None) -> tuple[list[dict], dict[str, list[list[str]]]]:
+    """(one item per shard, {set: shard number -> keys}): each set laid out by pipelines/shard_layout.py,
+    keeping `previous` (the last export's layout) where its samples are still there."""
     samples = pq.read_table(store.samples_path).to_pylist()
     export = params.export
     online = {n: (o.annotator, o.params_json) for n, o in cat.online.items()}
     index = cat.node_index()
     out = Path(params.paths.out).absolute()
     render = _render_digest()
-    items = []
+    items, sets = [], {}
     for layout, split, shape, set_samples in shard_sets(samples, export):
         size = export.shard_size
-        for j in range(0, len(set_samples), size):
-            chunk = set_samples[j:j + size]
+        set_name = f"{shard_path(out, split, 0, layout, shape).parent.relative_to(out)}@{size}"
+        by_key = {s["key"]: s for s in set_samples}
+        sets[set_name] = shard_layout.layout(list(by_key), (previous or {}).get(set_name, {}), size)
+        for j, keys in enumerate(sets[set_name]):
+            chunk = [by_key[k] for k in keys]
             needed = sorted({ref for s in chunk for ref in cell_refs(s) if ref[0] not in online}
                             | {("image", i) for s in chunk for n, i in cell_refs(s) if n in online})
-            items.append({"path": str(shard_path(out, split, j // size, layout, shape)), "layout": layout,
+            items.append({"path": str(shard_path(out, split, j, layout, shape)), "layout": layout,
                           "samples": json.dumps(chunk), "cells": needed, "online": json.dumps(online),
                           "plugins": list(cat.plugins), "export": shard_params_json(export), "render": render})
     alias_reference_cells(items, cat.references())  # issue 14: a reference cell reads the other view's image
     _locate(items, cat, index)
-    return items
+    return items, sets
 
 
 def _locate(items: list[dict], cat: Catalog, index) -> None:
@@ -156,6 +166,32 @@ def _locate(items: list[dict], cat: Catalog, index) -> None:
             path = cat.nodes[node].folder / f"part-{parts[pos[image_id]].as_py()}.parquet"
             located.append([node, image_id, str(path.relative_to(cat.store.root))])
         item["cells"] = json.dumps(located)
+
+
+def _keep_or_move(out: Path, old_plan: dict[str, str], new_plan: dict[str, str]) -> None:
+    """Bring the shard files on disk to `new_plan` ({path: digest}) without rendering: keep a file
+    whose digest is unchanged, rename one whose content is now planned under another number (through
+    a temporary name: moves may form chains), delete every other one (it is rendered again)."""
+    on_disk: set[str] = set()
+    for folder, pattern in ((out / "shards", "*/*.tar"), (out / "shards_seq", "*/*/*.tar")):
+        clean_temp_files(folder)  # a killed export's leftovers, half-moved shards among them
+        on_disk |= {str(p.relative_to(out)) for p in folder.glob(pattern)}
+    keep = {p for p in on_disk if old_plan.get(p) is not None and old_plan.get(p) == new_plan.get(p)}
+    movable = defaultdict(list)
+    for p in sorted(on_disk - keep):
+        if old_plan.get(p):
+            movable[old_plan[p]].append(p)
+    moves = {}
+    for p, digest in sorted(new_plan.items()):
+        if p not in keep and movable.get(digest):
+            moves[movable[digest].pop(0)] = p
+    for p in sorted(on_disk - keep - set(moves)):
+        (out / p).unlink()
+    for src in sorted(moves):
+        os.replace(out / src, (out / src).with_name(f".{Path(src).name}.move.tmp"))
+    for src, dst in sorted(moves.items()):
+        (out / dst).parent.mkdir(parents=True, exist_ok=True)
+        os.replace((out / src).with_name(f".{Path(src).name}.move.tmp"), out / dst)
 
 
 def item_digest(item: dict) -> str:
@@ -181,34 +217,28 @@ def quality_table(store: NodeStore, cat: Catalog) -> pa.Table:
 
 
 def run_export(params: Params, store: NodeStore, progress=None) -> dict:
-    import ray.data
-
     if not store.samples_path.exists():
         raise StageOrderError(f"no samples in {store.samples_dir}: run `vicl sample` first")
     cat = Catalog.load(store)
     out = Path(params.paths.out).absolute()
     export = params.export
-    items = plan_shards(params, store, cat)
-    expected = {item["path"] for item in items}
-    for folder, pattern in ((out / "shards", "*/*.tar"), (out / "shards_seq", "*/*/*.tar")):
-        clean_temp_files(folder)
-        for stale in sorted(folder.glob(pattern)):  # shards of an earlier, larger sampling
-            if str(stale) not in expected:
-                stale.unlink()
-    # A finished shard is kept only if it was planned from the same inputs: a changed sampling,
-    # export param, node part or rendering code rewrites it (same file name, new content).
     plan_file = out / "shards_plan.json"
     old_plan = json.loads(plan_file.read_text()) if plan_file.exists() else {}
+    items, sets = plan_shards(params, store, cat, shard_layout.read_index(out) if old_plan else {})
     new_plan = {str(Path(item["path"]).relative_to(out)): item_digest(item) for item in items}
-    for item in items:
-        path = Path(item["path"])
-        if path.exists() and old_plan.get(str(path.relative_to(out))) != new_plan[str(path.relative_to(out))]:
-            path.unlink()
+    # A finished shard is kept only if it was planned from the same inputs (its samples, their cells,
+    # the export params, the rendering code); one planned under another number is renamed; the
+    # rest is rewritten, and shards no longer planned are deleted.
+    _keep_or_move(out, old_plan, new_plan)
+    shard_layout.write_index(out, sets)
     write_json(new_plan, plan_file)
     pending = [{**item, "store": str(store.root)} for item in items if not Path(item["path"]).exists()]
     if pending:
-        ds = ray.data.from_items(pending, override_num_blocks=len(pending)).map(write_shard)
-        rows = ds.iter_rows()
+        if ray_runtime.inline(len(pending)):
+            rows = map(write_shard, pending)
+        else:
+            ray = ray_runtime.ray_module()
+            rows = ray.data.from_items(pending, override_num_blocks=len(pending)).map(write_shard).iter_rows()
         for _ in (progress(rows, total=len(pending), desc="export shards") if progress else rows):
             pass
     failures = store.failures(cat.annotator_folders())

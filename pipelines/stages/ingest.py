@@ -9,24 +9,29 @@ a reason to rebuild; a part with no live entry left is deleted. Each pending par
 task that loads, validates, normalises and re-encodes its images and writes the part itself
 (atomically); a bad input is an error row of its part, and the run goes on.
 
-References are stored (listing, part ids, meta `source`) as `sources.ref_text`: names that are not
-UTF-8 are listed, ingested and found again like any other (pipelines/sources.py says how).
+References are stored (listing, part ids, meta `source`) as `sources.stored_ref`: relative to the
+working directory for a source whose params path is relative (the same build in two folders makes
+the same parts), and names that are not UTF-8 are listed, ingested and found again like any other
+(pipelines/sources.py says how).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines import ray_runtime
 from pipelines.images import ImageRejected, content_id, decode_for_store, encode_image
 from pipelines.params import IngestParams, Params, SourceParams
 from pipelines.source_layouts import layout_of
-from pipelines.sources import Entry, list_entries, load_chunk, ref_from_text, ref_text
+from pipelines.sources import Entry, list_entries, load_chunk, ref_from_stored, ref_from_text, ref_text, stored_ref
 from pipelines.store import (IMPORT_ANNOTATOR, NODE_SCHEMA, NodeStore, clean_temp_files, folder_summary, part_id,
                              part_name, write_json, write_table)
 
@@ -45,24 +50,27 @@ def _row(image_id: str, data: bytes, fmt: str, width: int, height: int, meta: di
             "error": _utf8(error), "quality": None}
 
 
-def ingest_entries(source: SourceParams, entries: list[Entry], params: IngestParams, fingerprint: str) -> pa.Table:
+def ingest_entries(source: SourceParams, entries: list[Entry], params: IngestParams, fingerprint: str,
+                   base: str | None = None) -> pa.Table:
     """The pure core: one chunk of entries -> one part table (ok rows and error rows), by image id."""
-    return ingest_part(source, entries, params, fingerprint)[0]
+    return ingest_part(source, entries, params, fingerprint, base)[0]
 
 
 def ingest_part(source: SourceParams, entries: list[Entry], params: IngestParams,
-                fingerprint: str) -> tuple[pa.Table, pa.Table]:
+                fingerprint: str, base: str | None = None) -> tuple[pa.Table, pa.Table]:
     """One chunk of entries -> (image part, imported node part).
 
     A record layout's entry gives one row per member image, each with the record id and its role
     in its meta; a member whose bytes are already in the part gets a `duplicate_content` row that
     still names its record (the record uses the first copy). Nodes a record brings (a released
     Graph200K row's canny, depth, ...) become rows of the imported part, keyed by the first
-    member's image id, normalised like images and stored losslessly."""
+    member's image id, normalised like images and stored losslessly. `base`: the directory stored
+    references are relative to (the driver's working directory; a Ray worker's may differ)."""
+    base = base or os.getcwd()
     rows, nodes, seen = [], [], {}
     layout = layout_of(source.layout)
     for ref, data in load_chunk(source, entries):
-        shown = ref_text(ref)  # meta is read back into Arrow strings: valid UTF-8 only
+        shown = stored_ref(ref, source, base)  # meta is read back into Arrow strings: valid UTF-8 only
         if layout is None or isinstance(data, Exception):
             rows.append(_image_row(data, {"source": shown}, params, fingerprint, seen))
             continue
@@ -151,7 +159,7 @@ def _ingest_part_task(item: dict) -> dict:
     params = IngestParams.model_validate_json(item["ingest"])
     source = SourceParams.model_validate_json(item["source"])
     entries = [Entry(*e) for e in json.loads(item["entries"])]
-    table, imported = ingest_part(source, entries, params, item["fingerprint"])
+    table, imported = ingest_part(source, entries, params, item["fingerprint"], item["base"])
     if imported.num_rows:  # before the image part: the image part's existence means the part is done
         write_table(imported, NodeStore(item["store"]).imported_dir / Path(item["path"]).name)
     write_table(table, item["path"])
@@ -166,10 +174,14 @@ def normalisation_fingerprint(params: IngestParams) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _part_of(fingerprint: str, source: SourceParams, entries: list[Entry]) -> str:
-    digest = hashlib.sha256(f"{fingerprint}\n{source.model_dump_json()}\n".encode())
-    for e in entries:  # stored forms: a part id never needs a name to be UTF-8
-        digest.update(f"{ref_text(e.ref)}\t{e.stamp}\t{_stored(e.reject)}\n".encode())
+def _part_of(fingerprint: str, source: SourceParams, entries: list[Entry], base: str, seq: int) -> str:
+    """A new part's id: its entries' stored references (no absolute folder, no name that must be
+    UTF-8) and the ingest run that made it (`seq`: a changed input is cut into a part of a later run,
+    never one that shares an id with its old part). File stamps stay out: a copy or a clone of the
+    inputs has other mtimes, and the same build in two folders must make the same parts."""
+    digest = hashlib.sha256(f"{fingerprint}\n{source.model_dump_json()}\n{seq}\n".encode())
+    for e in entries:
+        digest.update(f"{stored_ref(e.ref, source, base)}\t{_stored(e.reject)}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -183,6 +195,7 @@ def read_listing(store: NodeStore) -> tuple[dict, pa.Table]:
 def plan_ingest(params: IngestParams, store: NodeStore) -> tuple[pa.Table, dict[str, tuple[int, list[Entry]]], str]:
     """(new listing, {part id: (source index, entries)} of every listed part, fingerprint)."""
     fingerprint = normalisation_fingerprint(params)
+    base = os.getcwd()
     info, old = read_listing(store)
     if info.get("fingerprint") != fingerprint:
         old = LISTING_SCHEMA.empty_table()
@@ -190,7 +203,10 @@ def plan_ingest(params: IngestParams, store: NodeStore) -> tuple[pa.Table, dict[
     previous: dict[int, dict[str, list[Entry]]] = {}
     placed: dict[tuple, tuple[str, int]] = {}
     for r in old_rows:
-        e = Entry(ref_from_text(r["ref"]), ref_from_text(r["container"]), r["stamp"],
+        if r["source"] >= len(params.sources):
+            continue  # a source removed from params: its entries are gone
+        source = params.sources[r["source"]]
+        e = Entry(ref_from_stored(r["ref"], source, base), ref_from_stored(r["container"], source, base), r["stamp"],
                   None if r["reject"] is None else ref_from_text(r["reject"]))
         previous.setdefault(r["source"], {}).setdefault(e.container, []).append(e)
         placed[(r["source"], e)] = (r["part"], r["seq"])
@@ -202,22 +218,22 @@ def plan_ingest(params: IngestParams, store: NodeStore) -> tuple[pa.Table, dict[
         for e in entries:
             if (k, e) in placed:
                 part, part_seq = placed[(k, e)]
-                rows.append({**_entry_row(e, k), "part": part, "seq": part_seq})
+                rows.append({**_entry_row(e, k, source, base), "part": part, "seq": part_seq})
                 parts.setdefault(part, (k, []))[1].append(e)
             else:
                 fresh.append(e)
         for i in range(0, len(fresh), params.part_size):
             chunk = fresh[i:i + params.part_size]
-            part = _part_of(fingerprint, source, chunk)
-            rows.extend({**_entry_row(e, k), "part": part, "seq": seq} for e in chunk)
+            part = _part_of(fingerprint, source, chunk, base, seq)
+            rows.extend({**_entry_row(e, k, source, base), "part": part, "seq": seq} for e in chunk)
             parts.setdefault(part, (k, []))[1].extend(chunk)
     listing = pa.Table.from_pylist(rows, schema=LISTING_SCHEMA) if rows else LISTING_SCHEMA.empty_table()
     return listing, parts, fingerprint
 
 
-def _entry_row(e: Entry, source: int) -> dict:
-    return {"ref": ref_text(e.ref), "container": ref_text(e.container), "stamp": e.stamp,
-            "reject": _stored(e.reject), "source": source}
+def _entry_row(e: Entry, k: int, source: SourceParams, base: str) -> dict:
+    return {"ref": stored_ref(e.ref, source, base), "container": stored_ref(e.container, source, base),
+            "stamp": e.stamp, "reject": _stored(e.reject), "source": k}
 
 
 def _stored(text: str | None) -> str | None:
@@ -236,6 +252,11 @@ def _utf8(text: str | None) -> str | None:
     return text
 
 
+def _unbased(refs: pa.ChunkedArray) -> pa.ChunkedArray:
+    prefix = os.getcwd().rstrip(os.sep) + os.sep
+    return pa.compute.replace_substring_regex(refs.cast(pa.string()), f"^{re.escape(prefix)}", "")
+
+
 def _update_tombstones(store: NodeStore, listing: pa.Table) -> None:
     """Tombstone image rows whose reference is no longer listed in their part; delete parts with none left."""
     live_parts = set(listing["part"].to_pylist())
@@ -244,8 +265,10 @@ def _update_tombstones(store: NodeStore, listing: pa.Table) -> None:
             (store.imported_dir / path.name).unlink(missing_ok=True)  # the nodes it brought go with it
             path.unlink()
     summary = store.image_summary()
-    keys = pa.compute.binary_join_element_wise(summary["part"], summary["ref"], "\t")
-    live = pa.compute.binary_join_element_wise(listing["part"], listing["ref"], "\t")
+    # both sides without the working directory: parts made before references were stored relative
+    # hold absolute ones in their meta, and stay live under the relative references listed now
+    keys = pa.compute.binary_join_element_wise(summary["part"], _unbased(summary["ref"]), "\t")
+    live = pa.compute.binary_join_element_wise(listing["part"], _unbased(listing["ref"]), "\t")
     gone = summary.filter(pa.compute.invert(pa.compute.is_in(keys, live)))
     old = store.tombstones()
     old = old.filter(pa.compute.is_in(old["part"], pa.array(sorted(live_parts), pa.string())))
@@ -258,8 +281,6 @@ def _update_tombstones(store: NodeStore, listing: pa.Table) -> None:
 
 
 def run_ingest(params: Params, store: NodeStore, progress=None) -> dict:
-    import ray.data
-
     listing, parts, fingerprint = plan_ingest(params.ingest, store)
     clean_temp_files(store.images_dir)
     order = {}
@@ -275,13 +296,17 @@ def run_ingest(params: Params, store: NodeStore, progress=None) -> dict:
         path = store.images_dir / part_name(part)
         if not path.exists():
             pending.append({"part": part, "path": str(path), "store": str(store.root), "fingerprint": fingerprint,
+                            "base": os.getcwd(),
                             "entries": json.dumps([[e.ref, e.container, e.stamp, e.reject] for e in entries]),
                             "source": params.ingest.sources[k].model_dump_json(),
                             "ingest": params.ingest.model_dump_json()})
     if pending:
-        ds = ray.data.from_items(pending, override_num_blocks=len(pending))
-        for _ in (progress or _identity)(ds.map(_ingest_part_task).iter_rows(), total=len(pending),
-                                         desc="ingest parts"):
+        if ray_runtime.inline(len(pending)):
+            done = map(_ingest_part_task, pending)
+        else:
+            ray = ray_runtime.ray_module()
+            done = ray.data.from_items(pending, override_num_blocks=len(pending)).map(_ingest_part_task).iter_rows()
+        for _ in (progress or _identity)(done, total=len(pending), desc="ingest parts"):
             pass
     folder_summary(store.images_dir)  # up to date when the stage ends: later stages only read it
     folder_summary(store.imported_dir)

@@ -41,7 +41,7 @@ from pipelines.tasks import MINED_TASK, Task, explicit_task
 KEYED_GROUPS = ("synthetic_edit", "synthetic_pair")  # node groups whose meta holds a transform key
 
 # The code that decides the samples: a change to it re-samples even when the data did not change.
-_SAMPLER_CODE = ("sampling.py", "sampling_params.py", "edit_quadruplets.py", "task_mix.py", "tasks.py", "task_families.yaml", "instructions.py",
+_SAMPLER_CODE = ("sampling.py", "ring.py", "sampling_params.py", "edit_quadruplets.py", "task_mix.py", "tasks.py", "task_families.yaml", "instructions.py",
                  "instruction_phrases.yaml", "splits.py", "stages/sample.py",
                  "subjects.py", "episodes.py", "subject_sampling.py")  # issue 14
 
