@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt $(LOCK)
 	$(BIN)/pip install -q -r $(LOCK) -c constraints.txt
 	$(BIN)/pip install -q --no-deps -e ".[test]"
 	$(BIN)/pip check
-	$(BIN)/python -c "import annotators, torchvision.ops; print('vicl installed; torchvision CPU fallback:', __import__('pipelines.torchvision_compat', fromlist=['x']).fallback_active())"
+	$(BIN)/python -c "import annotators, torchvision.ops; print('vicl installed; torchvision CPU fallback:', __import__('core.torchvision_compat', fromlist=['x']).fallback_active())"
 	touch $@
 
 # Refresh the lock: resolve pyproject.toml (with the test extra) within constraints.txt in a

@@ -3,7 +3,7 @@
 Importing the package registers every built-in annotator with `annotators.registry`.
 """
 
-from pipelines import torchvision_compat as _tv
+from core import torchvision_compat as _tv
 
 _tv.install()
 

@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from core.weights import MissingWeightsError, WeightSpec
+
 
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -46,32 +48,6 @@ class NodeOutput:
     array: np.ndarray | None
     meta: dict[str, Any] = field(default_factory=dict)
     quality: str | None = None
-
-
-@dataclass(frozen=True)
-class WeightSpec:
-    """A weight file or repository an annotator needs, for `vicl models list/check/fetch`."""
-
-    repo_id: str
-    filename: str | None = None  # None: a whole HF repository (from_pretrained)
-    description: str = ""
-
-
-class MissingWeightsError(FileNotFoundError):
-    """Raised when weights are not on disk; the message names the file, how to get it and the params
-    key that points at the folder (`annotate.models_dir`, or the trainer's `train.model.models_dir`)."""
-
-    def __init__(self, spec: WeightSpec, searched: list[str], key: str = "annotate.models_dir"):
-        what = f"{spec.repo_id}/{spec.filename}" if spec.filename else spec.repo_id
-        fetch = f"vicl models fetch {spec.repo_id}"
-        super().__init__(
-            f"missing weights {what!r} (looked in: {', '.join(searched) or 'nothing'}). "
-            f"Fetch them on a machine with network access with `{fetch}` "
-            f"(or `huggingface-cli download {spec.repo_id}"
-            f"{' ' + spec.filename if spec.filename else ''}`) and point "
-            f"{key} at the folder, or set HF_HOME to a cache that holds them."
-        )
-        self.spec, self.searched, self.key = spec, searched, key
 
 
 @dataclass(frozen=True)
@@ -106,7 +82,7 @@ class Annotator:
     def load(self) -> None:
         """Load weights once per process. Weight-free annotators keep the default.
 
-        Model annotators resolve their `weights` with `annotators.weights.resolve` and raise
+        Model annotators resolve their `weights` with `core.weights.resolve` and raise
         `MissingWeightsError` when they are not on disk; they never fall back to random weights.
         """
 
@@ -125,7 +101,7 @@ class Annotator:
 
     def missing_weights(self) -> list[MissingWeightsError]:
         """What `load()` would not find, resolved the way it resolves (checked before any work starts)."""
-        from annotators.weights import resolve
+        from core.weights import resolve
 
         missing = []
         for spec in self.required_weights():
@@ -186,7 +162,7 @@ def resize_to(arr: np.ndarray, height: int, width: int, *, nearest: bool = False
               kind: str | None = None) -> np.ndarray:
     """Resize a map back to the source's size (maps are stored at source resolution).
 
-    `kind` picks the method by what the map holds (annotators/map_resize.py): "lines" keeps
+    `kind` picks the method by what the map holds (core/map_resize.py): "lines" keeps
     one-pixel lines (max over each target pixel's footprint), "labels" keeps only original values
     (nearest), "continuous" is area when shrinking, linear when enlarging. Without a kind:
     nearest when `nearest`, else linear (float predictions resized before they are quantised).
@@ -196,7 +172,7 @@ def resize_to(arr: np.ndarray, height: int, width: int, *, nearest: bool = False
     if arr.shape[:2] == (height, width):
         return arr
     if kind is not None:
-        from annotators.map_resize import resize_map
+        from core.map_resize import resize_map
 
         return resize_map(arr, height, width, kind)
     interpolation = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR

@@ -17,7 +17,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, WeightSpec, resize_to
+from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, resize_to
+from core.weights import WeightSpec
 from annotators.edges_models import ANNOTATORS_REPO, AuxDetectorAnnotator, AuxParams
 from annotators.quality import constant_quality, relative_spread
 from annotators.registry import register
@@ -133,7 +134,7 @@ class DepthAnythingV2(Annotator):
     def load(self) -> None:
         from transformers import AutoModelForDepthEstimation
 
-        from annotators.weights import resolve
+        from core.weights import resolve
 
         path = resolve(self.weight_spec, self.models_dir)
         model = AutoModelForDepthEstimation.from_pretrained(path, dtype=self._torch_dtype())

@@ -4,7 +4,7 @@ Also home of `AuxDetectorAnnotator`, the shared wrapper for every annotator back
 controlnet_aux detector (depth, normals and pose reuse it). controlnet_aux detectors take one
 image at a time, so `annotate` loops; each map is computed at `resolution` (short side,
 rounded to a multiple of 64 by controlnet_aux) and resized back to the source size with the
-line-preserving resize (max over each pixel's footprint, annotators/map_resize.py), so thin
+line-preserving resize (max over each pixel's footprint, core/map_resize.py), so thin
 edges keep their strength instead of averaging away. An edge map with fewer than
 `min_edge_fraction` pixels at or above `edge_threshold` gets quality `few_edges`.
 
@@ -23,7 +23,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, WeightSpec, resize_to
+from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, resize_to
+from core.weights import WeightSpec
 from annotators.quality import GateRegion, edge_quality, gate_view
 from annotators.registry import register
 
@@ -78,7 +79,7 @@ class AuxDetectorAnnotator(Annotator):
         return {self.produces[0]: NodeOutput(edges, {}, quality)}
 
     def load(self) -> None:
-        from annotators.weights import resolve
+        from core.weights import resolve
 
         paths = [resolve(spec, self.models_dir) for spec in self.weights]
         self._detector = self._build(paths)

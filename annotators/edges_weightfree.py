@@ -17,7 +17,7 @@ class CannyParams(GateParams):
     # Short side edges are detected at (rounded to a multiple of 64, as controlnet_aux does). Graph200K's
     # setting is 100/200 at 512 px (the default); None detects at the source's own size. A map
     # detected at another size is brought back to the source's size with the line-preserving
-    # resize (max over each pixel's footprint; annotators/map_resize.py), so one-pixel edges survive.
+    # resize (max over each pixel's footprint; core/map_resize.py), so one-pixel edges survive.
     resolution: int | None = Field(512, ge=64, le=4096)
     # Quality `few_edges` (never sampled) when fewer than this fraction of the pixels of
     # `gate_region` (default the centre square the exporter keeps) are edges: a flat or smooth

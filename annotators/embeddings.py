@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, WeightSpec
+from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources
+from core.weights import WeightSpec
 from annotators.registry import register
 
 
@@ -125,7 +126,7 @@ class DinoV2Embedder(Annotator):
     def load(self) -> None:
         from transformers import Dinov2Model
 
-        from annotators.weights import resolve
+        from core.weights import resolve
 
         path = resolve(WeightSpec(self.params.repo_id, None, "DINOv2 image embedder"), self.models_dir)
         self._set(Dinov2Model.from_pretrained(path))
@@ -164,7 +165,7 @@ class DHash(Annotator):
     resources = Resources(batch_size=32)
 
     def annotate(self, inputs, image_ids):
-        from pipelines.perceptual_hash import dhash64
+        from core.perceptual_hash import dhash64
 
         return [{self.produces[0]: NodeOutput(np.frombuffer(dhash64(x["image"]), np.uint8).copy(), {})}
                 for x in inputs]

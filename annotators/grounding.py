@@ -32,7 +32,8 @@ import numpy as np
 from pydantic import Field
 
 from annotators import render
-from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, WeightSpec, seed_for
+from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, seed_for
+from core.weights import WeightSpec
 from annotators.quality import rounded, score_quality
 from annotators.registry import register
 from annotators.segmentation import DType, resolve_repo, torch_dtype

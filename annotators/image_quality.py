@@ -27,11 +27,12 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, WeightSpec
+from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources
+from core.weights import WeightSpec
 from annotators.embeddings import OpenClipAnnotator
 from annotators.registry import register
 
-IMAGE_QUALITY_NODE = "image_quality"  # registered in pipelines/node_types.py (metadata only)
+IMAGE_QUALITY_NODE = "image_quality"  # registered in core/node_types.py (metadata only)
 
 
 class ImageQualityParams(AnnotatorParams):
@@ -101,7 +102,7 @@ class ImageQuality(Annotator):
 
 # --- CLIP-IQA (where weights exist) ------------------------------------------------------------
 
-IMAGE_QUALITY_CLIP_NODE = "image_quality_clip"  # registered in pipelines/node_types.py (metadata only)
+IMAGE_QUALITY_CLIP_NODE = "image_quality_clip"  # registered in core/node_types.py (metadata only)
 CLIP_IQA_PROMPTS = ("Good photo.", "Bad photo.")  # CLIP-IQA's antonym prompt pair (Wang et al., 2023)
 
 

@@ -1,6 +1,6 @@
 """What weights the registered annotators need, and which are on disk: backs `vicl models list/check/fetch`.
 
-The CLI fetches with `annotators.weights.fetch(spec, models_dir)` for each spec it selects
+The CLI fetches with `core.weights.fetch(spec, models_dir)` for each spec it selects
 (`specs_for_repo` maps a `vicl models fetch REPO` argument to specs).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from annotators.base import WeightSpec
+from core.weights import WeightSpec
 
 
 def catalog(annotator_names: list[str] | None = None) -> list[tuple[str, WeightSpec]]:
@@ -34,7 +34,7 @@ def unique_specs(entries: list[tuple[str, WeightSpec]]) -> list[WeightSpec]:
 
 def check(models_dir: str | Path | None, annotator_names: list[str] | None = None) -> list[tuple[WeightSpec, bool]]:
     """Each distinct spec of the catalog with whether it resolves (models dir, then HF cache)."""
-    from annotators.weights import is_present
+    from core.weights import is_present
 
     return [(spec, is_present(spec, models_dir)) for spec in unique_specs(catalog(annotator_names))]
 

@@ -15,7 +15,8 @@ import types
 import numpy as np
 from pydantic import Field
 
-from annotators.base import NodeOutput, WeightSpec, resize_to
+from annotators.base import NodeOutput, resize_to
+from core.weights import WeightSpec
 from annotators.edges_models import ANNOTATORS_REPO, AuxDetectorAnnotator, AuxParams
 from annotators.quality import constant_quality
 from annotators.registry import register

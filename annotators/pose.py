@@ -23,7 +23,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, WeightSpec
+from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources
+from core.weights import WeightSpec
 from annotators.edges_models import ANNOTATORS_REPO, AuxDetectorAnnotator, AuxParams
 from annotators.quality import GateRegion, centre_box, rounded, score_quality
 from annotators.registry import register

@@ -67,6 +67,17 @@ def producers() -> dict[str, list[str]]:
     return out
 
 
+def produced_nodes(configured: dict) -> dict[str, str]:
+    """node type -> the configured annotator that writes it, and the source image -> 'ingest', for
+    `configured` ({name: its spec, whose `params` are that annotator's params})."""
+    out = {"image": "ingest"}
+    for name, spec in configured.items():
+        cls = get(name)
+        for node in cls.produces_for(cls.Params.model_validate(spec.params)):
+            out[node] = name
+    return out
+
+
 def load_builtin() -> None:
     for module in BUILTIN_MODULES:
         importlib.import_module(module)

@@ -26,15 +26,8 @@ import numpy as np
 from pydantic import Field
 
 from annotators import render
-from annotators.base import (
-    Annotator,
-    AnnotatorParams,
-    MissingWeightsError,
-    NodeOutput,
-    Resources,
-    WeightSpec,
-    seed_for,
-)
+from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, seed_for
+from core.weights import MissingWeightsError, WeightSpec
 from annotators.quality import GateRegion, gate_view, mask_quality, rounded, score_quality
 from annotators.registry import register
 
@@ -53,7 +46,7 @@ ModelType = Literal["vit_h", "vit_l", "vit_b"]
 
 def sam_checkpoint_path(model_type: str, models_dir: Path | None) -> Path:
     """The checkpoint file: `<models_dir>/<file>` first, then the HF repo mirror; else MissingWeightsError."""
-    from annotators.weights import resolve
+    from core.weights import resolve
 
     fname = SAM_CHECKPOINTS[model_type]
     if models_dir is not None and (models_dir / fname).is_file():

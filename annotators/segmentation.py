@@ -18,7 +18,8 @@ import numpy as np
 from pydantic import Field
 
 from annotators import render
-from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, WeightSpec, seed_for
+from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, seed_for
+from core.weights import WeightSpec
 from annotators.quality import GateRegion, gate_view, mask_quality, rounded, score_quality
 from annotators.registry import register
 
@@ -37,7 +38,7 @@ def torch_dtype(device: str, name: str):
 
 def resolve_repo(repo_id: str, models_dir):
     """Local folder of a whole HF repository (models dir, then HF cache) or MissingWeightsError."""
-    from annotators.weights import resolve
+    from core.weights import resolve
 
     return resolve(WeightSpec(repo_id, None), models_dir)
 

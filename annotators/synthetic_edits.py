@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 from annotators.base import Annotator, NodeOutput, Resources, seed_for
 from annotators.quality import GateParams, gate_view, no_op_quality
 from annotators.registry import register
-from pipelines.node_types import register_node_type
+from core.node_types import register_node_type
 
 Params = dict[str, Any]
 

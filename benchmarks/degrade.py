@@ -69,7 +69,7 @@ def all_annotators():
 
 def serial_loop(rows: list[dict]) -> None:
     """Per stored image: decode, every annotator, PNG-encode every output, as the stage's actor does."""
-    from pipelines.images import decode_rgb, encode_png
+    from core.images import decode_rgb, encode_png
 
     cv2.setNumThreads(1)
     with threadpool_limits(1):  # one thread, like one actor of the stage
@@ -90,7 +90,7 @@ def bench_stage(n_images: int, batch_size: int, executors: list[str], rounds: in
 
     import pyarrow.parquet as pq
 
-    from pipelines import ray_runtime
+    from pipelines import executor
     from pipelines.params import parse_params, validate_params
     from pipelines.stages.annotate import run_annotate
     from pipelines.stages.ingest import run_ingest
@@ -107,7 +107,7 @@ def bench_stage(n_images: int, batch_size: int, executors: list[str], rounds: in
     validate_params(params)
     store = NodeStore(params.paths.store)
     try:
-        with ray_runtime.session(params.ray):
+        with executor.session(params.ray):
             run_ingest(params, store)
             rows = [r for p in store.image_parts() for r in pq.read_table(p, columns=["image_id", "data"]).to_pylist()]
             # Rounds alternate the sides so drift hits each alike. Round 1's stage starts cold Ray

@@ -58,7 +58,7 @@ def load_image(entry: dict) -> np.ndarray:
     """RGB uint8 of one entry: decoded, cropped, shrunk to MAX_SIDE as ingest stores it."""
     from PIL import Image
 
-    from pipelines.images import resize_max_side
+    from core.images import resize_max_side
 
     source = entry["image"]
     if source.startswith("skimage:"):

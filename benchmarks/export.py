@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 
 import pipelines  # noqa: F401  (vicl first: torchvision fallback)
-from pipelines.images import encode_png
+from core.images import encode_png
 from pipelines.sampling import sample
 from pipelines.sampling_params import ExportParams, SamplerParams
-from pipelines.layouts import compose_grid
+from core.grid import compose_grid
 from pipelines.shards import CellCache, assemble, cell_hw, cell_refs, write_tar
 from pipelines.tasks import explicit_task
 

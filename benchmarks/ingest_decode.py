@@ -2,7 +2,7 @@
 on the photos `benchmarks/ingest.py` makes (longer side 480-1600) and on camera-size photos
 (4000 x 3000, made here), one thread, rounds alternating the variants.
 
-  current       pipelines.images: decode_normalised -> resize_max_side -> encode_image (q95, 4:4:4)
+  current       core.images: decode_normalised -> resize_max_side -> encode_image (q95, 4:4:4)
   no-copy       the same pixels and bytes with two copies fewer: EXIF transpose only when the tag
                 says so (PIL's exif_transpose copies the whole image otherwise), and the image stays a
                 PIL image from decode to encode (no array round trip). Checked byte-identical.
@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from skimage.metrics import peak_signal_noise_ratio
 
-from pipelines.images import decode_normalised, encode_image, resize_max_side, stored_size
+from core.images import decode_normalised, encode_image, resize_max_side, stored_size
 
 MAX_SIDE, QUALITY, MAX_PIXELS, MIN_SIDE = 1024, 95, 64_000_000, 16
 OUT = Path(__file__).resolve().parent / "out"

@@ -190,7 +190,6 @@ def through_cli(args, src, edited, texts, labels, embed_params: EmbedParams, par
     import json
     import subprocess
     import sys
-    import tarfile
     import tempfile
     from pathlib import Path
 
@@ -198,7 +197,8 @@ def through_cli(args, src, edited, texts, labels, embed_params: EmbedParams, par
     import pyarrow.parquet as pq
     import yaml
 
-    from pipelines.images import content_id, encode_png
+    from core.images import content_id, encode_png
+    from core.sample_reader import iter_samples
 
     src_png, edt_png = [encode_png(x) for x in src], [encode_png(x) for x in edited]
     src_ids, edt_ids = [content_id(b) for b in src_png], [content_id(b) for b in edt_png]
@@ -224,13 +224,10 @@ def through_cli(args, src, edited, texts, labels, embed_params: EmbedParams, par
         if run.returncode != 0:
             raise SystemExit(f"vicl run failed ({run.returncode}):\n{run.stderr[-3000:]}")
         quads = []
-        for shard in sorted((root / "out").glob("shards/*/*.tar")):
-            with tarfile.open(shard) as tar:
-                for m in tar:
-                    if m.name.endswith(".json"):
-                        record = json.loads(tar.extractfile(m).read())
-                        if record["task"] == "mined_edit":
-                            quads.append(record["scores"]["pair_ids"])
+        shards = sorted((root / "out").glob("shards/*/*.tar"))
+        for sample in iter_samples(shards) if shards else ():
+            if sample.record["task"] == "mined_edit":
+                quads.append(sample.record["scores"]["pair_ids"])
         stats = json.loads((root / "store" / "mined" / "mined.json").read_text())
     family = dict(zip(pair_ids, labels))
     correct = [family[a] == family[b] for a, b in quads]

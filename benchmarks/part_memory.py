@@ -80,14 +80,14 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--batch-size", type=int, default=2)
     args = ap.parse_args()
-    from pipelines import ray_runtime
+    from pipelines import executor
     from pipelines.stages.ingest import run_ingest
     from pipelines.store import NodeStore
 
     root = tempfile.mkdtemp(prefix="vicl-part-memory-")
     try:
         params = build_params(root, args.images, args.size, args.batch_size)
-        with ray_runtime.session(params.ray):
+        with executor.session(params.ray):
             run_ingest(params, NodeStore(params.paths.store))
         ctx = multiprocessing.get_context("spawn")
         results = {}

@@ -1,4 +1,4 @@
-"""The stored-map PNG codec: `pipelines.images.encode_png` (libpng through OpenCV, zlib run-length
+"""The stored-map PNG codec: `core.images.encode_png` (libpng through OpenCV, zlib run-length
 strategy at level 1) against Pillow at levels 1 and 6, on what the pipeline really encodes:
 every output of the degradation and edit set on 512 x 512 photos, and 2 x 2 export grids.
 
@@ -22,7 +22,7 @@ from PIL import Image
 from threadpoolctl import threadpool_limits
 
 from degrade import all_annotators, load_images  # this folder is on sys.path when run as a script
-from pipelines.images import encode_png
+from core.images import encode_png
 
 
 def pillow(level: int):

@@ -21,18 +21,16 @@ after `make demo`).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
-import tarfile
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 import pipelines  # noqa: F401  (vicl first: torchvision fallback)
 from annotators.quality import changed_fraction, strong_fraction
-from pipelines.node_types import NODE_TYPES, resample_kind
+from core.node_types import NODE_TYPES, resample_kind
 from pipelines.report import quality_counts, read_quality
 
 PAIR_GROUPS = ("synthetic_edit", "degradation", "restoration_source")
@@ -59,20 +57,13 @@ def source_of(node: str) -> str | None:
 
 
 def shard_samples(out: Path):
-    """(record, grid array) of every sample of the grid shards, in shard then key order."""
-    from PIL import Image
+    """(record, grid array) of every sample of the grid shards, in shard then key order
+    (core.sample_reader: the shared reader; exported shards hold their samples in key order)."""
+    from core.sample_reader import iter_samples
 
-    for tar_path in sorted((out / "shards").glob("*/*.tar")):
-        with tarfile.open(tar_path) as tar:
-            members: dict[str, dict[str, bytes]] = defaultdict(dict)
-            for m in tar.getmembers():
-                key, _, field = m.name.partition(".")
-                members[key][field] = tar.extractfile(m).read()
-        for key in sorted(members):
-            fields = members[key]
-            record = json.loads(fields["json"])
-            grid = np.asarray(Image.open(io.BytesIO(fields["grid.png"])).convert("RGB"))
-            yield record, grid
+    paths = sorted((out / "shards").glob("*/*.tar"))
+    for sample in iter_samples(paths) if paths else ():
+        yield dict(sample.record), sample.image("grid.png")
 
 
 def held_back_in_samples(held: list[dict], samples_path: Path | None) -> int:

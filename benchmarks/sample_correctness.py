@@ -39,7 +39,7 @@ import pyarrow.parquet as pq  # noqa: E402
 import yaml  # noqa: E402
 
 from annotators.synthetic_edits import apply_edit, transform_key  # noqa: E402
-from pipelines.images import encode_png  # noqa: E402
+from core.images import encode_png  # noqa: E402
 
 CORPUS_FAMILIES = ("flip", "hue_rotate", "temperature", "rotate", "add_shape", "zoom_crop", "sepia")
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")

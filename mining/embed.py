@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import mining  # noqa: F401  (installs the torchvision fallback before open_clip)
-from annotators.base import MissingWeightsError, WeightSpec
+from core.weights import MissingWeightsError, WeightSpec
 from mining.config import EmbedParams
 from mining.kmeans import l2_normalise
 
@@ -177,7 +177,7 @@ class OpenClipEmbedder:
                           f"open_clip {self.model_name} ({self.pretrained}) image/text towers for mining")
 
     def find_weights(self) -> Path:
-        from annotators.weights import resolve
+        from core.weights import resolve
 
         spec = self.weight_spec()
         searched: list[str] = []
@@ -280,7 +280,7 @@ def minilm_path(models_dir: str | Path | None = None) -> Path:
             return path
     except ImportError:
         pass
-    from annotators.weights import resolve
+    from core.weights import resolve
 
     return resolve(WeightSpec(MINILM_REPO, None, "instruction-text embedder for mining"), models_dir)
 
@@ -392,7 +392,7 @@ class EmbeddingCache:
 # ---- Ray Data callables (one model per actor) ------------------------------------------------------
 
 def _decode(data: bytes) -> np.ndarray:
-    from pipelines.images import decode_rgb
+    from core.images import decode_rgb
 
     return decode_rgb(bytes(data))
 

@@ -1,5 +1,5 @@
 """vicl pipeline: stages (ingest, annotate, mine, sample, export), Ray wiring, node store, CLI."""
 
-from pipelines import torchvision_compat as _tv
+from core import torchvision_compat as _tv
 
 _tv.install()

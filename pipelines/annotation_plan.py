@@ -22,7 +22,7 @@ from pipelines.params import AnnotatorSpec, Params, ParamsError
 from pipelines.store import NodeStore
 
 # Modules whose code does not decide an output: the registry, weight lookup, the package itself.
-_NOT_OUTPUT_CODE = {"annotators", "annotators.registry", "annotators.weights", "annotators.models_catalog"}
+_NOT_OUTPUT_CODE = {"annotators", "annotators.registry", "core.weights", "annotators.models_catalog"}
 
 
 @dataclass
@@ -45,7 +45,7 @@ class AnnotatorRun:
 
 
 def _own_module(name: str, plugins: tuple[str, ...]) -> bool:
-    return (name.startswith(("annotators.", "mining.embed", "pipelines.perceptual_hash")) or name in plugins) \
+    return (name.startswith(("annotators.", "mining.embed", "core.perceptual_hash", "core.map_resize")) or name in plugins) \
         and name not in _NOT_OUTPUT_CODE
 
 

@@ -22,16 +22,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.stage import StageOrderError
 from pipelines.store import NodeStore, folder_summary, part_name, read_cells, read_part, write_json
 from pipelines.subjects import REFERENCE, load_subjects, reference_map, reference_mask  # issue 14
 
 # Node types that judge the source image itself: an image whose row has a quality reason (a flat or
 # near-constant crop) gives no node to any task.
 SOURCE_GATES = ("image_quality",)
-
-
-class StageOrderError(RuntimeError):
-    """A stage ran before the stage that makes its inputs; the message names the command to run."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +163,7 @@ class Catalog:
         """Images that some input gave in a non-photo role (source_layouts: an edit pair's `edited`),
         stored or a duplicate of a stored image: even when the same bytes also came as a plain photo,
         they stay the edited side of their pair."""
-        from pipelines.source_layouts import non_photo_roles
+        from pipelines.records import non_photo_roles
 
         roles = non_photo_roles()
         mask = np.zeros(len(ids), bool)
@@ -208,7 +205,7 @@ class Catalog:
     def read_cells(self, refs) -> dict[tuple[str, str], dict]:
         """(node, image id) -> {data, format, meta, width, height} for each ref; online nodes rendered
         from the image (their meta records the parameters they used)."""
-        from pipelines.annotator_runtime import render_online
+        from annotators.runtime import render_online
 
         refs = sorted(set((n, i) for n, i in refs))
         if any(n == REFERENCE for n, _ in refs):  # issue 14: the other view's image cell
@@ -254,8 +251,17 @@ class Catalog:
         for folder in sorted({loc.folder for loc in self.nodes.values()}):
             names = sorted(p.name for p in folder.glob("part-*.parquet"))
             digest.update(f"{folder.relative_to(self.store.root)}\n{','.join(names)}\n".encode())
-        for extra in (self.store.images_dir / "tombstones.parquet", self.store.quadruplets_path,
+        for extra in (self.store.tombstones_path, self.store.quadruplets_path,
                       self.store.labelled_pairs_path):
             if extra.exists():
                 digest.update(hashlib.sha256(extra.read_bytes()).digest())
         return digest.hexdigest()[:16]
+
+
+def restrict_reference(index, references: dict[str, str]):
+    """A NodeIndex like `index` whose `reference` mask keeps only the views in `references` (the
+    quality filter applied by the stage that samples)."""
+    masks = {node: index.has(node).copy() for node in index.nodes()}
+    if REFERENCE in masks:
+        masks[REFERENCE] &= reference_mask(index.ids, masks[REFERENCE], references, index.positions)
+    return NodeIndex(index.ids, index.parts, masks)

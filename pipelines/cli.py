@@ -17,11 +17,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipelines.catalog import StageOrderError
-from pipelines.params import ParamsError, WeightsMissing, check_inputs, load_params
+from pipelines.stage import StageOrderError
+from pipelines.params import ParamsError, WeightsMissing, load_params
 from pipelines.store_lock import StoreLocked
 
-STAGES = ("ingest", "annotate", "mine", "sample", "export")
 
 
 @contextmanager
@@ -49,39 +48,17 @@ def _store(params):
     return NodeStore(params.paths.store)
 
 
-def _stage(name: str, params, store, progress):
-    if name == "ingest":
-        from pipelines.stages.ingest import run_ingest
-
-        return run_ingest(params, store, progress)
-    if name == "annotate":
-        from pipelines.stages.annotate import run_annotate
-
-        return run_annotate(params, store, progress)
-    if name == "mine":
-        from pipelines.stages.mine import run_mine_stage
-
-        return run_mine_stage(params, store)
-    if name == "sample":
-        from pipelines.stages.sample import run_sample
-
-        return run_sample(params, store)
-    if name == "export":
-        from pipelines.stages.export import run_export
-
-        return run_export(params, store, progress)
-    raise ValueError(name)
-
-
 def run_stages(names, params, ray_address: str | None = None, progress=None, log=print) -> dict:
-    from pipelines import ray_runtime
+    from pipelines import executor
+    from pipelines.stages import STAGES
 
+    by_name = {stage.name: stage for stage in STAGES}
     store = _store(params)
     results = {}
-    with ray_runtime.session(params.ray, ray_address):
+    with executor.session(params.ray, ray_address):
         for name in names:
             start = time.perf_counter()
-            results[name] = _stage(name, params, store, progress)
+            results[name] = by_name[name].run(params, store, progress)
             log(f"[{name}] done in {time.perf_counter() - start:.1f}s: {json.dumps(results[name])}")
     return results
 
@@ -97,15 +74,6 @@ def closing_summary(params) -> tuple[int, int]:
         return 0, 0
     ok = summarise_ingest(store)["ok"]
     return ok, store.failures([r.folder for r in plan(params, store)]).num_rows
-
-
-def require_inputs(stage: str, store) -> None:
-    """A stage run before the stage that makes its inputs stops here, naming the command to run."""
-    need = {"annotate": (store.images_dir / "listing.parquet", "vicl ingest"),
-            "mine": (store.catalog_path, "vicl annotate"), "sample": (store.catalog_path, "vicl annotate"),
-            "export": (store.samples_path, "vicl sample")}
-    if stage in need and not need[stage][0].exists():
-        raise StageOrderError(f"{need[stage][0]} does not exist: run `{need[stage][1]}` first")
 
 
 EXIT_USAGE = 2  # invalid params, a stage run before its inputs exist, the store in use, missing weights
@@ -134,15 +102,15 @@ def cmd_stage(args) -> int:
 
 
 def _run_stage_command(args, params) -> int:
-    names = STAGES if args.command == "run" else (args.command,)
-    if "ingest" in names:
-        check_inputs(params, args.params)  # inputs exist: one line and exit 2, before Ray starts
-    if "annotate" in names:
-        from pipelines.models_cli import require_weights
+    from pipelines.stage import require_inputs
+    from pipelines.stages import STAGES
 
-        require_weights(params)  # every missing weight listed at once, before Ray starts
-    if names[0] != "ingest":
-        require_inputs(names[0], _store(params))  # the stages before it ran
+    chosen = STAGES if args.command == "run" else tuple(s for s in STAGES if s.name == args.command)
+    for stage in chosen:
+        if stage.check is not None:
+            stage.check(params, args.params)  # inputs, weights: one line and exit 2, before Ray starts
+    require_inputs(chosen[0], params, STAGES)  # the stages before it ran
+    names = [stage.name for stage in chosen]
     with _progress() as progress:
         results = run_stages(names, params, args.ray_address, progress)
     ok, failed = closing_summary(params)
@@ -159,11 +127,12 @@ def _run_stage_command(args, params) -> int:
 
 
 def cmd_validate(args) -> int:
-    from pipelines.models_cli import require_weights
+    from pipelines.stages import STAGES
 
     params = load_params(args.params)
-    check_inputs(params, args.params)
-    require_weights(params)
+    for stage in STAGES:  # every stage's own check: inputs, weights
+        if stage.check is not None:
+            stage.check(params, args.params)
     print(f"{args.params}: ok")
     return 0
 
@@ -270,12 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
         return p
 
-    helps = {"ingest": "read the configured sources into the node store (normalised RGB images)",
-             "annotate": "run every configured annotator over every image, in dependency order",
-             "mine": "mine open-domain edit quadruplets (task vectors, K-Means, neighbours, dual filter)",
-             "sample": "draw in-context samples (tasks x rows of distinct images) into the samples table",
-             "export": "write WebDataset shards, the failures table and the manifest",
-             "run": "ingest -> annotate -> mine -> sample -> export in one Ray session"}
+    from pipelines.stages import STAGES
+
+    helps = {stage.name: stage.help for stage in STAGES}
+    helps["run"] = " -> ".join(helps) + " in one session"
     for name, text in helps.items():
         p = common(sub.add_parser(name, help=text, description=text))
         p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: RAY_ADDRESS or local)")
@@ -392,7 +359,7 @@ def corrupt_file(exc: BaseException) -> str | None:
 def _resume(args, fix: str) -> str:
     """What was kept and what to run, for the closing line of a failed or interrupted command."""
     command = getattr(args, "command_line", None) or f"vicl {args.command}"
-    if args.command in (*STAGES, "run"):
+    if getattr(args, "func", None) is cmd_stage:  # a stage or `run`
         return f"finished parts and shards are kept; {fix}run `{command}` to resume"
     return f"{fix}run `{command}` again"
 

@@ -199,7 +199,7 @@ GENERATIVE_NAMES = frozenset(_generative_names())
 
 def condition_key(node: str, cell: dict) -> str | None:
     """The `condition` key a plain image node is written under, or None when it is not written."""
-    from pipelines.node_types import NODE_TYPES
+    from core.node_types import NODE_TYPES
 
     if node in NODE_KEY:
         return NODE_KEY[node]
@@ -214,7 +214,7 @@ def condition_key(node: str, cell: dict) -> str | None:
 
 
 def is_degradation(node: str) -> bool:
-    from pipelines.node_types import NODE_TYPES
+    from core.node_types import NODE_TYPES
 
     known = NODE_TYPES.get(node)
     return known is not None and known.group == "degradation"
@@ -344,7 +344,7 @@ def jpeg_bytes(cell: dict, quality: int) -> bytes:
     even = not (w % 2 or h % 2)
     if str(cell.get("format", "")).lower() in ("jpg", "jpeg") and same_size and even:
         return cell["data"]
-    from pipelines.images import decode_rgb
+    from core.images import decode_rgb
 
     im = Image.fromarray(decode_rgb(cell["data"]))
     if not same_size and im.size != tuple(fit):
@@ -503,7 +503,7 @@ def export_graph200k(params, store, root: Path) -> dict:
     if idx.has("reference").any():  # the other view of a subject record (pipelines/subjects.py)
         nodes.add("reference")
     present = {node: np.asarray(idx.has(node), dtype=bool) for node in sorted(nodes)}
-    splits_path = store.samples_path.parent / "splits.parquet"
+    splits_path = store.splits_path
     if splits_path.exists():
         t = pq.read_table(splits_path, columns=["image_id", "split"])
         split_of = dict(zip(t["image_id"].to_pylist(), t["split"].to_pylist()))
@@ -541,7 +541,7 @@ def _source_identity(store, cat) -> dict:
     out = {}
     for node, loc in sorted(cat.nodes.items()):
         folder = Path(loc.folder)
-        records = [folder / "annotator.json", folder / "ingest.json", Path(store.images_dir) / "ingest.json"]
+        records = [folder / "annotator.json", folder / "ingest.json", store.ingest_info_path]
         out[node] = {"annotator": loc.annotator, "folder": str(folder),
                      "records": [p.read_text() for p in records if p.is_file()]}
     for node, online in sorted(cat.online.items()):

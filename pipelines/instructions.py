@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from pipelines.node_types import NODE_TYPES
+from core.node_types import NODE_TYPES
 
 PHRASES_FILE = Path(__file__).with_name("instruction_phrases.yaml")
 

@@ -64,8 +64,8 @@ def build_manifest(params: Params, store, out: Path, cat, failures) -> dict:
         per_task.setdefault(s["task"], Counter())[s["split"]] += 1
     reasons = Counter(f"{stage}/{reason}" for stage, reason in zip(failures["stage"].to_pylist(),
                                                                     failures["reason"].to_pylist()))
-    mining = store.mined_dir / "mined.json"
-    sampled = store.samples_dir / "inputs.json"
+    mining = store.mined_summary_path
+    sampled = store.sample_inputs_path
     summary = json.loads(sampled.read_text())["summary"] if sampled.exists() else {}
     return {
         "schema": "vicl.manifest/2",

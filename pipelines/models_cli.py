@@ -7,7 +7,7 @@ who are online.
 
 from __future__ import annotations
 
-from annotators.base import WeightSpec
+from core.weights import WeightSpec
 from pipelines.params import WeightsMissing
 
 
@@ -41,7 +41,7 @@ def models_check(models_dir: str, all_annotators: bool, configured: list[str]) -
 
 def models_fetch(name: str, models_dir: str) -> list[str]:
     """NAME is a repository id or an annotator name; downloads every spec it stands for."""
-    from annotators.weights import fetch
+    from core.weights import fetch
 
     entries = _entries(None, with_trainer=True)
     specs = [spec for owner, spec in entries if spec.repo_id == name or owner == name]

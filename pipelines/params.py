@@ -66,7 +66,7 @@ class SourceParams(Section):
     kind: Literal["embedded", "folder", "webdataset", "parquet", "hf_disk"]
     path: str | None = None  # folder, tar glob, parquet glob, or a `datasets.save_to_disk` folder
     # what one input is: `images` one image each; `edit_pairs` a (source, edited, instruction) pair
-    # whose two images become store images and whose pair feeds mining (pipelines/source_layouts.py)
+    # whose two images become store images and whose pair feeds mining (pipelines/records.py)
     layout: str = "images"
     image_column: str = "image"  # images layout, parquet / hf_disk: a binary column or an HF Image struct
     columns: RecordColumns = Field(default_factory=RecordColumns)  # record layouts: where each field is
@@ -79,7 +79,7 @@ class SourceParams(Section):
 
     @model_validator(mode="after")
     def _needs_path(self):
-        from pipelines.source_layouts import LAYOUTS
+        from pipelines.records import LAYOUTS
 
         if self.kind != "embedded" and not self.path:
             raise ValueError(f"source kind {self.kind!r} needs `path`")
@@ -124,7 +124,7 @@ class AnnotateParams(Section):
     # how a group of weight-free CPU operators runs: one Ray task per part that writes its own
     # files ("tasks"), or the Ray Data actor pool the model annotators use ("ray_data"). Same rows.
     cpu_executor: Literal["tasks", "actors"] = "tasks"
-    # zlib level of the stored map PNGs (pipelines.images.encode_png: 1-3 run-length coding, 4-9
+    # zlib level of the stored map PNGs (core.images.encode_png: 1-3 run-length coding, 4-9
     # zlib's default). Bytes only, never pixels, so a change does not recompute existing parts.
     # Level 1 writes about the bytes of Pillow's level 6 at 4.8-5.6x its speed (benchmarks/png_encode.py).
     png_compress_level: int = Field(1, ge=0, le=9)
@@ -202,7 +202,7 @@ def validate_params(params: Params, source: str = "params") -> None:
     """Checks that need the registries: annotator names, their params, task node producers."""
     import annotators
     from annotators import registry
-    from pipelines.node_types import NODE_TYPES
+    from core.node_types import NODE_TYPES
 
     registry.load_plugins(params.annotate.plugins)
     produced: dict[str, str] = {"image": "ingest"}
@@ -238,24 +238,9 @@ def validate_params(params: Params, source: str = "params") -> None:
                                       f"configured annotator (add one under annotate.annotators)")
 
 
-def check_inputs(params: Params, source: str = "params") -> None:
-    """Every configured input (ingest sources, edit corpora among them) exists and is not empty: a missing folder
-    fails here, in one line, not after Ray started."""
-    from pipelines.sources import check_source
-
-    for i, src in enumerate(params.ingest.sources):
-        problem = check_source(src)
-        if problem:
-            raise ParamsError(f"{source}: ingest.sources.{i}.path: {src.path!r}: {problem}")
-
-
 def produced_nodes(params: Params) -> dict[str, str]:
     """node type -> configured annotator name (the source image -> 'ingest')."""
-    import annotators
+    import annotators  # noqa: F401 (registers the built-in annotators)
+    from annotators.registry import produced_nodes as produced_by
 
-    out = {"image": "ingest"}
-    for name, spec in params.annotate.annotators.items():
-        cls = annotators.get(name)
-        for node in cls.produces_for(cls.Params.model_validate(spec.params)):
-            out[node] = name
-    return out
+    return produced_by(params.annotate.annotators)

@@ -1,17 +1,17 @@
 """A static HTML contact sheet of exported samples: N per task, grid PNGs, instructions, target marked.
 
-Reads the grid shard set itself (what a trainer reads), so the preview shows the written
-bytes, not a re-rendering. Output: `<out>/preview/index.html` and `<out>/preview/img/<key>.png`
-(the grid with a red frame around the target cell). Self-contained: no scripts, no network.
+Reads the grid shard set through the reader the trainer uses (core/sample_reader.py: the tar
+walk and the schema check), so the preview shows the written bytes, not a re-rendering. Output:
+`<out>/preview/index.html` and `<out>/preview/img/<key>.png` (the grid with a red frame around the target cell). Self-contained: no scripts, no network.
 Personalization episodes (`<out>/episodes/`, pipelines/episode_shards.py) get a section per split:
 each concept's references under its label, the query, the question and the answer.
 
 Shards are data, so nothing from them is trusted: a sample key becomes a file name only when
 it is a plain WebDataset key (letters, digits, `_` and `-`: vicl writes `train_000000042`)
 and the file lands inside `preview/img/`; any other key (an absolute member name, `../x`,
-a separator), a repeated key, a member that is not a regular file or a sample that cannot
-be rendered is skipped and listed in the page's "skipped" table. Every value written into
-the page, text or attribute, is HTML-escaped.
+a separator), a repeated key, a member that is not a regular file, a record of another schema
+version or a sample that cannot be rendered is skipped and listed in the page's "skipped" table.
+Every value written into the page, text or attribute, is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import io
 import json
 import logging
 import re
-import tarfile
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from core.sample_reader import SchemaError, parse_sample, walk_shards
+from core.sample_schema import GRID_FIELD
 from pipelines.store import write_bytes
 
 log = logging.getLogger(__name__)
@@ -46,27 +47,19 @@ def key_problem(key: str, folder: Path) -> str | None:
 
 
 def iter_shard_samples(tars: list[Path], skipped: list[tuple[str, str]] | None = None):
-    """(key, {field: bytes}) of every sample of the given tars, in file then member order.
+    """(key, {field: bytes}) of every sample of the given tars, in file then member order
+    (core.sample_reader.walk_shards; a repeated key comes out again, as its own sample).
 
-    Members that are not regular files (links, folders, devices) are left out, each noted
-    in `skipped` as (member name, reason) when a list is given.
+    Members that are not regular files (links, folders, devices) or have no field are left out,
+    each noted in `skipped` as (member name, reason) when a list is given.
     """
-    for path in tars:
-        current, fields = None, {}
-        with tarfile.open(path) as tf:
-            for member in tf:
-                if not member.isfile():
-                    if skipped is not None:
-                        skipped.append((member.name, "not a regular file in the shard"))
-                    continue
-                key, _, field = member.name.partition(".")
-                if key != current and current is not None:
-                    yield current, fields
-                    fields = {}
-                current = key
-                fields[field] = tf.extractfile(member).read()
-        if current is not None:
-            yield current, fields
+    for raw in walk_shards(tars, _noting(skipped)):
+        yield raw.key, raw.fields
+
+
+def _noting(skipped: list[tuple[str, str]] | None):
+    """An on_skip for walk_shards that lists each left-out member in `skipped`."""
+    return (lambda name, why: skipped.append((name, why))) if skipped is not None else None
 
 
 def mark_target(grid_png: bytes, box: list[int], width: int = 3) -> bytes:
@@ -86,18 +79,24 @@ def pick_samples(out: Path, per_task: int,
                  skipped: list[tuple[str, str]] | None = None) -> dict[str, list[tuple[str, dict, bytes]]]:
     """task -> up to per_task (key, record, grid png), train split first, keys in order.
 
-    Samples without a readable record or grid are skipped (noted in `skipped`).
+    Samples without a readable record of the supported schema version, or without a grid, are
+    skipped (noted in `skipped`).
     """
     skipped = [] if skipped is None else skipped
     chosen: dict[str, list] = defaultdict(list)
     splits = sorted((p for p in (out / "shards").glob("*") if p.is_dir()),  # glob: no shards (episodes only)
                     key=lambda p: (p.name != "train", p.name))
     for split in splits:
-        for key, fields in iter_shard_samples(sorted(split.glob("*.tar")), skipped):
+        for raw in walk_shards(sorted(split.glob("*.tar")), _noting(skipped)):
+            key = raw.key
             try:
-                record = json.loads(fields["json"])
+                sample = parse_sample(raw)  # the schema check every reader makes
+                record = dict(sample.record)
                 task = str(record["task"])
-                grid = fields["grid.png"]
+                grid = sample.images[GRID_FIELD]
+            except SchemaError as e:
+                skipped.append((key, e.reason))
+                continue
             except (KeyError, TypeError, ValueError) as e:
                 skipped.append((key, f"no readable record and grid ({type(e).__name__})"))
                 continue
@@ -124,7 +123,7 @@ def _figure(key: str, record: dict, png: bytes, img_dir: Path) -> str:
 def require_shards(out: Path) -> None:
     """Stop (StageOrderError: one line, exit 2) when there is nothing to preview: no grid shard and
     no episode shard under `out`, as before any export; a page of nothing would look like success."""
-    from pipelines.catalog import StageOrderError
+    from pipelines.stage import StageOrderError
 
     if not any(out.glob("shards/*/*.tar")) and not any(out.glob("episodes/*/*.tar")):
         raise StageOrderError(f"{out / 'shards'} holds no shards: run `vicl export` first")

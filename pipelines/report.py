@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.node_types import LOCALITY_LEVELS, SEMANTIC_LEVELS
+from core.node_types import LOCALITY_LEVELS, SEMANTIC_LEVELS
 from pipelines.report_edits import collect_edits, edits_html
 from pipelines.store import NodeStore, write_bytes, write_json
 
@@ -200,9 +200,9 @@ def _read_node(store_root: Path, row: dict) -> dict | None:
 
 def _thumbnail(data: bytes, node_type: str) -> bytes:
     """A small PNG of a held-back map, shrunk by its node type's resample kind (lines stay visible)."""
-    from annotators.map_resize import resize_map
-    from pipelines.images import decode_rgb, encode_png
-    from pipelines.node_types import resample_kind
+    from core.map_resize import resize_map
+    from core.images import decode_rgb, encode_png
+    from core.node_types import resample_kind
 
     rgb = decode_rgb(data)
     h, w = rgb.shape[:2]
@@ -286,7 +286,7 @@ def collect_quality(params, store: NodeStore, root: Path) -> dict:
     """The quality section of a finished build: held-back rows from paths.out, usable nodes from the
     catalog's node index (which leaves held-back rows out), tasks as the sample stage enumerates them."""
     from pipelines.catalog import Catalog
-    from pipelines.stages.sample import configured_tasks
+    from pipelines.tasks import configured_tasks
 
     rows = read_quality(Path(params.paths.out))
     cat = Catalog.load(store)

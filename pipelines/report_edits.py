@@ -34,9 +34,9 @@ def pick_quadruplets(samples: list[dict], limit: int = GALLERY_QUADRUPLETS) -> l
 
 
 def _thumbnail(cells: list[bytes], nodes: list[str]) -> bytes:
-    from pipelines.images import decode_rgb, encode_png
-    from pipelines.layouts import compose_grid, fit_cell
-    from pipelines.node_types import resample_kind
+    from core.images import decode_rgb, encode_png
+    from core.grid import compose_grid, fit_cell
+    from core.node_types import resample_kind
 
     fitted = [fit_cell(decode_rgb(c), (THUMB_CELL, THUMB_CELL), resample_kind(n)) for c, n in zip(cells, nodes)]
     return encode_png(compose_grid(fitted, 2, 2), 6)
@@ -46,9 +46,9 @@ def collect_edits(store: NodeStore, root: Path, samples: list[dict], limit: int 
     """The section's data (`samples`: the samples table's rows); thumbnails are written under `root/edits/`."""
     from pipelines.catalog import Catalog
 
-    summary_path = store.samples_dir / "inputs.json"
+    summary_path = store.sample_inputs_path
     summary = json.loads(summary_path.read_text())["summary"] if summary_path.exists() else {}
-    mined_path = store.mined_dir / "mined.json"
+    mined_path = store.mined_summary_path
     mined = json.loads(mined_path.read_text()) if mined_path.exists() else {}
     picks = pick_quadruplets(samples, limit)
     gallery = []

@@ -39,19 +39,10 @@ from pipelines.instructions import build_instruction
 from pipelines.sampling_params import SamplerParams
 from pipelines.splits import split_of_group
 from pipelines.task_mix import apply_budget, water_fill
-from pipelines.tasks import Task, enumerate_tasks, load_families, mined_task
+from pipelines.tasks import Task, mined_task
 
 EVAL_UNSEEN = "eval_unseen"  # split of the held-out tasks (unseen-task evaluation)
 SPLITS = ("train", "eval", EVAL_UNSEEN)
-
-
-def auto_tasks(nodes, params: SamplerParams | None = None) -> list[Task]:
-    """Every task of the (built-in + extra) families over the present node types."""
-    params = params or SamplerParams()
-    families = load_families(params.extra_task_families)
-    if params.families is not None:
-        families = [f for f in families if f.name in params.families]
-    return enumerate_tasks(families, nodes)
 
 
 def task_rng(seed: int, split: str, task: str) -> np.random.Generator:

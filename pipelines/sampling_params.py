@@ -120,7 +120,7 @@ class ExportParams(_Section):
     max_aspect: float = Field(2.0, ge=1)
     # grid: the composite shard set (always); sequence: separate images, one shard set per shape
     layouts: list[Literal["grid", "sequence"]] = Field(default_factory=lambda: ["grid"])
-    # zlib level of the grid / cell PNGs (pipelines.images.encode_png): 1 is the fastest that
+    # zlib level of the grid / cell PNGs (core.images.encode_png): 1 is the fastest that
     # compresses, at about the bytes of Pillow's level 6 (benchmarks/png_encode.py); lossless either way
     png_compress_level: int = Field(1, ge=0, le=9)
     graph200k: bool = False  # also write the Graph200K-compatible folder export (pipelines/graph200k_export.py)

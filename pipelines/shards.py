@@ -14,10 +14,10 @@ import json
 import numpy as np
 from PIL import Image
 
-from pipelines.images import decode_rgb, encode_png
-from pipelines.layouts import cell_shape, compose_grid, fit_cell, sequence_field
-from pipelines.node_types import resample_kind
-from pipelines.sample_schema import GRID_FIELD, JSON_FIELD, SCHEMA_VERSION, cell_boxes
+from core.images import decode_rgb, encode_png
+from core.grid import cell_shape, compose_grid, fit_cell, sequence_field
+from core.node_types import resample_kind
+from core.sample_schema import GRID_FIELD, JSON_FIELD, SCHEMA_VERSION, cell_boxes
 from pipelines.sampling_params import ExportParams
 from pipelines.store import atomic_path
 
@@ -47,7 +47,7 @@ def _instruction(sample: dict, rows: int, cols: int) -> dict[str, str]:
 
 
 def build_record(sample: dict, hw: tuple[int, int]) -> dict:
-    """The SampleRecord (pipelines/sample_schema.py) plus vicl's added keys."""
+    """The SampleRecord (core/sample_schema.py) plus vicl's added keys."""
     columns, ids = list(sample["columns"]), list(sample["image_ids"])
     rows, cols = len(ids), len(columns)
     trow, tcol = target_of(sample)
@@ -104,7 +104,7 @@ class CellCache:
 
 
 def cell_hw(sample: dict, cache: CellCache, export: ExportParams) -> tuple[int, int]:
-    """(height, width) of every cell of a sample (pipelines/layouts.py: the aspect rule)."""
+    """(height, width) of every cell of a sample (core/grid.py: the aspect rule)."""
     aspect = 1.0
     if export.aspect == "query":
         w, h = cache.size(cell_refs(sample)[-len(sample["columns"])])  # first cell of the query row

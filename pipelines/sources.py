@@ -6,7 +6,7 @@ An entry names one input inside its source:
   webdataset <tar path>#<member name>[@<n> for the n-th later member of the same name]
   parquet    <parquet path>#<row index>
   hf_disk    <dataset folder>#<row index>            (a `datasets.save_to_disk` folder)
-  record layouts (pipelines/source_layouts.py): one entry per record, a folder's
+  record layouts (pipelines/records.py): one entry per record, a folder's
              <pair folder>, a tar's <tar path>#<sample key>, a table's row as above
 with the container it is read from and the container's stamp (size and mtime): listing a
 folder of 10^6 files stats them and reads none, and a container whose stamp is unchanged is
@@ -38,11 +38,13 @@ import stat
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Callable
 from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
 
-from pipelines.params import SourceParams
+from core.files import not_regular, read_regular_file
+from pipelines.params import ParamsError, SourceParams
 
 # Photos that ship inside scikit-image (no download). Greyscale ones come in as RGB.
 EMBEDDED_PHOTOS = (
@@ -176,15 +178,6 @@ def ref_from_stored(text: str, source: SourceParams, base: str) -> str:
     return os.path.join(base, ref) if _relative_to_base(source) and not os.path.isabs(ref) else ref
 
 
-_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
-          stat.S_IFBLK: "a block device", stat.S_IFDIR: "a folder", stat.S_IFLNK: "a symbolic link"}
-
-
-def _not_regular(st: os.stat_result) -> str | None:
-    """What a non-regular file is (for its `not_a_regular_file` row), or None for a regular file."""
-    return None if stat.S_ISREG(st.st_mode) else _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
-
-
 def _expand(path: str) -> list[str]:
     p = os.path.abspath(os.path.expanduser(path))
     matches = sorted(glob.glob(p)) if any(c in p for c in "*?[") else ([p] if os.path.exists(p) else [])
@@ -203,81 +196,159 @@ def _container_files(source: SourceParams) -> list[str]:
     return files
 
 
+# --- one reader per source kind: how it is checked, listed and read ---------------------------
+
+@dataclass(frozen=True)
+class SourceReader:
+    """How one `kind` of source is checked (cheaply, before any work), listed (stat only; `previous`:
+    container -> its entries from the last listing, reused when the container's stamp is unchanged)
+    and read ({ref: bytes, a record's {field: value}, or the exception that stops it} for entries
+    that can be taken)."""
+
+    check: Callable[[SourceParams], str | None]
+    list: Callable[[SourceParams, dict[str, list[Entry]]], list[Entry]]
+    read: Callable[[SourceParams, list[Entry]], dict[str, bytes | dict | Exception]]
+
+
+READERS: dict[str, SourceReader] = {}
+
+
+def register_reader(kind: str, reader: SourceReader) -> None:
+    READERS[kind] = reader
+
+
+def _missing(source: SourceParams) -> str | None:
+    try:
+        _expand(source.path)
+    except FileNotFoundError:
+        return f"no such file or folder (relative paths resolve against {os.getcwd()})"
+    return None
+
+
+def _check_folder(source: SourceParams) -> str | None:
+    folder = _expand(source.path)[0]
+    if not os.path.isdir(folder):
+        return "not a folder"
+    if source.layout != "images" and not any(
+            os.path.isdir(os.path.join(folder, d)) and not d.startswith(".") for d in os.listdir(folder)):
+        return f"layout {source.layout}: the folder holds no record folders (one sub-folder per record)"
+    for _, dirs, files in os.walk(folder):
+        if any(not f.startswith(".") for f in files):
+            return None
+    return "the folder holds no files"
+
+
+def _check_hf_disk(source: SourceParams) -> str | None:
+    try:
+        ds = _open_hf_disk(source)
+    except Exception as e:  # noqa: BLE001 - reported in one line
+        return f"not a `datasets.save_to_disk` folder ({type(e).__name__}: {e})"
+    missing = [c for c in _table_fields(source) if c not in ds.column_names]
+    return f"no column {', '.join(map(repr, missing))} (has {', '.join(ds.column_names)})" if missing else None
+
+
+def _check_files(source: SourceParams) -> str | None:
+    try:
+        _container_files(source)
+    except IsADirectoryError as e:
+        return str(e).split(": ", 1)[1]
+    return None
+
+
+def _check_parquet(source: SourceParams) -> str | None:
+    import pyarrow.parquet as pq
+
+    problem = _check_files(source)
+    if problem:
+        return problem
+    for path in _container_files(source)[:1]:  # the mapping is checked on the first file; the others at ingest
+        try:
+            names = pq.read_schema(path).names
+        except Exception:  # noqa: BLE001 - a corrupt file is a failure row at ingest, not a params error
+            return None
+        missing = [c for c in _table_fields(source) if c not in names]
+        if missing:
+            return f"{path}: no column {', '.join(map(repr, missing))} (has {', '.join(names)})"
+    return None
+
+
+def _per_container(list_one: Callable[[SourceParams, str, str], list[Entry]]):
+    """A lister over a source's container files (tars, Parquet files): one whose stamp is unchanged
+    keeps its previous entries without being opened."""
+    def list_all(source: SourceParams, previous: dict[str, list[Entry]]) -> list[Entry]:
+        out = []
+        for path in _container_files(source):
+            stamp = _stamp(os.stat(path))
+            old = previous.get(path)
+            out.extend(old if old and old[0].stamp == stamp else list_one(source, path, stamp))
+        return out
+    return list_all
+
+
+def _by_container(load_one: Callable[[str, set[str], SourceParams], dict]):
+    """A reader that opens each container once for all of its entries."""
+    def read(source: SourceParams, entries: list[Entry]) -> dict:
+        by_container: dict[str, set[str]] = {}
+        for e in entries:
+            by_container.setdefault(e.container, set()).add(e.ref)
+        data = {}
+        for container, refs in sorted(by_container.items()):
+            data.update(load_one(container, refs, source))
+        return data
+    return read
+
+
+def _read_folder(source: SourceParams, entries: list[Entry]) -> dict:
+    records = source.layout != "images"
+    return {e.ref: _read_record_folder(e.ref, source) if records else read_regular_file(e.ref, source.follow_links)
+            for e in entries}
+
+
+def _list_tar(source: SourceParams, path: str, stamp: str) -> list[Entry]:
+    if source.layout != "images":
+        return _tar_record_entries(path, stamp)
+    return _tar_entries(path, stamp, {e.lower() for e in source.image_extensions})
+
+
+def _read_tar(container: str, refs: set[str], source: SourceParams) -> dict:
+    return (_load_tar_records if source.layout != "images" else _load_tar)(container, refs, source)
+
+
 def check_source(source: SourceParams) -> str | None:
     """Why a source cannot be read at all (missing, empty, a folder given as a file set), or None.
     Cheap (stat and one directory entry), so `vicl validate` and every stage ask before Ray starts.
     A relative path resolves against the working directory."""
-    if source.kind == "embedded":
-        return None
-    try:
-        matches = _expand(source.path)
-    except FileNotFoundError:
-        return f"no such file or folder (relative paths resolve against {os.getcwd()})"
-    if source.kind == "folder":
-        if not os.path.isdir(matches[0]):
-            return "not a folder"
-        if source.layout != "images" and not any(
-                os.path.isdir(os.path.join(matches[0], d)) and not d.startswith(".") for d in os.listdir(matches[0])):
-            return f"layout {source.layout}: the folder holds no record folders (one sub-folder per record)"
-        for _, dirs, files in os.walk(matches[0]):
-            if any(not f.startswith(".") for f in files):
-                return None
-        return "the folder holds no files"
-    if source.kind == "hf_disk":
-        try:
-            ds = _open_hf_disk(source)
-        except Exception as e:  # noqa: BLE001 - reported in one line
-            return f"not a `datasets.save_to_disk` folder ({type(e).__name__}: {e})"
-        missing = [c for c in _table_fields(source) if c not in ds.column_names]
-        return f"no column {', '.join(map(repr, missing))} (has {', '.join(ds.column_names)})" if missing else None
-    try:
-        files = _container_files(source)
-    except IsADirectoryError as e:
-        return str(e).split(": ", 1)[1]
-    if source.kind == "parquet":
-        import pyarrow.parquet as pq
-
-        for path in files[:1]:  # the mapping is checked on the first file; the others at ingest, per file
-            try:
-                names = pq.read_schema(path).names
-            except Exception:  # noqa: BLE001 - a corrupt file is a failure row at ingest, not a params error
-                return None
-            missing = [c for c in _table_fields(source) if c not in names]
-            if missing:
-                return f"{path}: no column {', '.join(map(repr, missing))} (has {', '.join(names)})"
-    return None
+    if source.kind != "embedded":
+        problem = _missing(source)
+        if problem:
+            return problem
+    return READERS[source.kind].check(source)
 
 
 def list_entries(source: SourceParams, previous: dict[str, list[Entry]] | None = None) -> list[Entry]:
     """Every input of a source, in a deterministic order. `previous`: container -> its entries from
     the last listing; a container with the same stamp is not opened again."""
-    previous = previous or {}
-    if source.kind == "embedded":
-        return [Entry(ref) for ref in embedded_refs(source.count, source.size)]
-    if source.kind == "folder":
-        return _record_folder_entries(source) if source.layout != "images" else _folder_entries(source)
-    if source.kind == "hf_disk":
-        return _hf_disk_entries(source, previous)
-    out = []
-    for path in _container_files(source):
-        stamp = _stamp(os.stat(path))
-        old = previous.get(path)
-        if old and old[0].stamp == stamp:
-            out.extend(old)
-        elif source.kind == "webdataset":
-            exts = {e.lower() for e in source.image_extensions}
-            out.extend(_tar_record_entries(path, stamp) if source.layout != "images" else
-                       _tar_entries(path, stamp, exts))
-        elif source.kind == "parquet":
-            out.extend(_parquet_entries(path, stamp, _table_fields(source)))
-        else:
-            raise ValueError(source.kind)
-    return out
+    return READERS[source.kind].list(source, previous or {})
+
+
+def load_chunk(source: SourceParams, entries: list[Entry]) -> Iterator[tuple[str, bytes | dict | Exception]]:
+    """(ref, bytes) for each entry, in order; an unreadable or rejected one yields an exception instead.
+    Record layouts yield (ref, {field: value}) (pipelines/records.py reads the values)."""
+    from core.images import ImageRejected
+
+    data: dict[str, bytes | dict | Exception] = {}
+    for e in entries:
+        if e.reject is not None:
+            reason, _, detail = e.reject.partition(": ")
+            data[e.ref] = ImageRejected(reason, detail)
+    data.update(READERS[source.kind].read(source, [e for e in entries if e.reject is None]))
+    for e in entries:
+        yield e.ref, data.get(e.ref, ImageRejected("unreadable", "input no longer in its container"))
 
 
 def _table_fields(source: SourceParams) -> list[str]:
     """The columns a table source must have (the image column, or every field its layout needs)."""
-    from pipelines.source_layouts import layout_of
+    from pipelines.records import layout_of
 
     layout = layout_of(source.layout)
     return [source.image_column] if layout is None else layout.fields(source.columns)
@@ -285,7 +356,7 @@ def _table_fields(source: SourceParams) -> list[str]:
 
 def _read_fields(source: SourceParams, available) -> list[str]:
     """The columns to read: the needed ones and the layout's optional ones the source has."""
-    from pipelines.source_layouts import layout_of
+    from pipelines.records import layout_of
 
     layout = layout_of(source.layout)
     optional = [] if layout is None else [c for c in layout.optional(source.columns) if c in available]
@@ -319,7 +390,7 @@ def _folder_entries(source: SourceParams) -> list[Entry]:
             except OSError as e:
                 out.append(Entry(path, path, "", f"unreadable: {e.strerror or type(e).__name__}"))
                 continue
-            kind = _not_regular(st)  # a FIFO named *.jpg would block the worker that opens it
+            kind = not_regular(st)  # a FIFO named *.jpg would block the worker that opens it
             out.append(Entry(path, path, "", f"not_a_regular_file: {kind}") if kind else
                        Entry(path, path, _stamp(st)))
     return sorted(out, key=lambda e: e.ref)
@@ -469,36 +540,6 @@ def _sample_key(name: str) -> str:
     return posixpath.join(posixpath.dirname(name), base.split(".", 1)[0])
 
 
-def load_chunk(source: SourceParams, entries: list[Entry]) -> Iterator[tuple[str, bytes | dict | Exception]]:
-    """(ref, bytes) for each entry, in order; an unreadable or rejected one yields an exception instead.
-    Record layouts yield (ref, {field: value}) (pipelines/source_layouts.py reads the values)."""
-    from pipelines.images import ImageRejected
-
-    data: dict[str, bytes | dict | Exception] = {}
-    by_container: dict[str, set[str]] = {}
-    for e in entries:
-        if e.reject is not None:
-            reason, _, detail = e.reject.partition(": ")
-            data[e.ref] = ImageRejected(reason, detail)
-        elif source.kind in ("webdataset", "parquet", "hf_disk"):
-            by_container.setdefault(e.container, set()).add(e.ref)
-    records = source.layout != "images"
-    loaders = {"webdataset": _load_tar_records if records else _load_tar, "parquet": _load_parquet_rows,
-               "hf_disk": _load_hf_rows}
-    for container, refs in sorted(by_container.items()):
-        data.update(loaders[source.kind](container, refs, source))
-    for e in entries:
-        if e.ref in data:
-            yield e.ref, data[e.ref]
-        elif source.kind == "embedded":
-            yield e.ref, render_embedded(e.ref)
-        elif source.kind == "folder":
-            yield e.ref, (_read_record_folder(e.ref, source) if records else
-                          read_regular_file(e.ref, source.follow_links))
-        else:
-            yield e.ref, ImageRejected("unreadable", "input no longer in its container")
-
-
 def _read_record_folder(path: str, source: SourceParams) -> dict | Exception:
     """A pair folder's files by name: {file name: bytes}; a field is matched by its name or stem."""
     try:
@@ -515,7 +556,7 @@ def _read_record_folder(path: str, source: SourceParams) -> dict | Exception:
 
 def _by_field(named: dict, source: SourceParams) -> dict:
     """{field: value} for the layout's fields from {member or file name: value} (name or stem match)."""
-    from pipelines.source_layouts import layout_of
+    from pipelines.records import layout_of
 
     out = {}
     for f in layout_of(source.layout).fields(source.columns):
@@ -562,28 +603,6 @@ def _load_hf_rows(root: str, refs: set[str], source: SourceParams) -> dict[str, 
     return _table_rows(table, [i for i in rows if i < len(ds)], root, source, positions=range(len(table)))
 
 
-def read_regular_file(path: str, follow_links: bool = True) -> bytes | Exception:
-    """A regular file's bytes, or why not: a FIFO, socket or device is `not_a_regular_file` and is
-    never opened (a FIFO blocks `open()` until a writer comes; a device may have side effects)."""
-    from pipelines.images import ImageRejected
-
-    try:
-        st = os.stat(path, follow_symlinks=follow_links)
-        if stat.S_ISLNK(st.st_mode):
-            return ImageRejected("link", "symbolic link not followed (ingest source follow_links: true takes it)")
-        kind = _not_regular(st)
-        if kind is None:
-            # O_NONBLOCK: a file swapped for a FIFO since the stat still cannot block; fstat sees it
-            flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0))
-            with os.fdopen(os.open(path, flags), "rb") as f:
-                kind = _not_regular(os.fstat(f.fileno()))
-                if kind is None:
-                    return f.read()
-    except OSError as e:
-        return OSError(e.strerror or type(e).__name__)
-    return ImageRejected("not_a_regular_file", kind)
-
-
 def _load_tar(path: str, refs: set[str], source: SourceParams) -> dict[str, bytes | Exception]:
     out: dict[str, bytes | Exception] = {}
     count: dict[str, int] = {}
@@ -604,7 +623,7 @@ def _load_tar(path: str, refs: set[str], source: SourceParams) -> dict[str, byte
 
 
 def _corrupt(e: Exception) -> Exception:
-    from pipelines.images import ImageRejected
+    from core.images import ImageRejected
 
     return ImageRejected("corrupt_container", type(e).__name__)
 
@@ -622,7 +641,7 @@ def _load_parquet_rows(path: str, refs: set[str], source: SourceParams) -> dict[
 
 def _table_rows(table, rows: list[int], container: str, source: SourceParams, positions) -> dict:
     """Rows of a table source: image bytes (images layout) or {field: value} (record layouts)."""
-    from pipelines.images import ImageRejected
+    from core.images import ImageRejected
 
     out: dict[str, bytes | dict | Exception] = {}
     for i, pos in zip(rows, positions):
@@ -637,3 +656,32 @@ def _table_rows(table, rows: list[int], container: str, source: SourceParams, po
             value = value.get("bytes")
         out[f"{container}#{i}"] = value if isinstance(value, bytes) else ImageRejected("not_an_image", "no image bytes")
     return out
+
+
+def check_inputs(params: Params, source: str = "params") -> None:
+    """Every configured input (ingest sources, edit corpora among them) exists and is not empty: a missing folder
+    fails here, in one line, not after Ray started."""
+    for i, src in enumerate(params.ingest.sources):
+        problem = check_source(src)
+        if problem:
+            raise ParamsError(f"{source}: ingest.sources.{i}.path: {src.path!r}: {problem}")
+
+
+# the built-in kinds (a new kind: its three functions and one line here)
+register_reader("embedded", SourceReader(
+    check=lambda source: None,
+    list=lambda source, previous: [Entry(ref) for ref in embedded_refs(source.count, source.size)],
+    read=lambda source, entries: {e.ref: render_embedded(e.ref) for e in entries}))
+register_reader("folder", SourceReader(
+    check=_check_folder,
+    list=lambda source, previous: (_record_folder_entries(source) if source.layout != "images"
+                                   else _folder_entries(source)),
+    read=_read_folder))
+register_reader("webdataset", SourceReader(check=_check_files, list=_per_container(_list_tar),
+                                           read=_by_container(_read_tar)))
+register_reader("parquet", SourceReader(
+    check=_check_parquet,
+    list=_per_container(lambda source, path, stamp: _parquet_entries(path, stamp, _table_fields(source))),
+    read=_by_container(_load_parquet_rows)))
+register_reader("hf_disk", SourceReader(check=_check_hf_disk, list=lambda source, previous: _hf_disk_entries(
+    source, previous), read=_by_container(_load_hf_rows)))

@@ -13,7 +13,7 @@ exact ones. faiss uses `faiss.omp_get_max_threads()` threads (set it with
 `faiss.omp_set_num_threads`).
 
 `leakage_report` re-checks finished samples with signals the grouping never saw: the content
-id (SHA-256 of the source bytes) and a 64-bit perceptual hash (pipelines/perceptual_hash.py).
+id (SHA-256 of the source bytes) and a 64-bit perceptual hash (core/perceptual_hash.py).
 """
 
 from __future__ import annotations

@@ -265,6 +265,38 @@ class NodeStore:
         return self.root / "mined"
 
     @property
+    def listing_path(self) -> Path:
+        """Ingest's listing of every input (reference, stamp, part): what the next run compares with."""
+        return self.images_dir / "listing.parquet"
+
+    @property
+    def ingest_info_path(self) -> Path:
+        """Ingest's record of its run: normalisation fingerprint, parts, params, part order."""
+        return self.images_dir / "ingest.json"
+
+    @property
+    def tombstones_path(self) -> Path:
+        return self.images_dir / "tombstones.parquet"
+
+    @property
+    def mined_summary_path(self) -> Path:
+        """The mine stage's summary (counts, held-out filter figures): its completion marker."""
+        return self.mined_dir / "mined.json"
+
+    @property
+    def sample_inputs_path(self) -> Path:
+        """What the samples were drawn from (fingerprint) and their summary (task mix, edit pairing)."""
+        return self.samples_dir / "inputs.json"
+
+    @property
+    def splits_path(self) -> Path:
+        return self.samples_dir / "splits.parquet"
+
+    @property
+    def leakage_path(self) -> Path:
+        return self.samples_dir / "leakage.json"
+
+    @property
     def quadruplets_path(self) -> Path:
         """The mine stage's task-vector quadruplets (pairs of unknown transformation)."""
         return self.mined_dir / "quadruplets.parquet"
@@ -304,7 +336,7 @@ class NodeStore:
 
     def tombstones(self) -> pa.Table:
         """(part, image_id) of image rows whose input was removed or changed since it was ingested."""
-        path = self.images_dir / "tombstones.parquet"
+        path = self.tombstones_path
         if path.exists():
             return pq.read_table(path)
         return pa.table({"part": pa.array([], pa.string()), "image_id": pa.array([], pa.string())})
@@ -312,7 +344,7 @@ class NodeStore:
     # --- bookkeeping --------------------------------------------------------------------------
     def part_order(self) -> list[str]:
         """Image part ids in the order they were made (the ingest run, then the id)."""
-        marker = self.images_dir / "ingest.json"
+        marker = self.ingest_info_path
         return json.loads(marker.read_text()).get("part_order", []) if marker.exists() else []
 
     def image_summary(self) -> pa.Table:
@@ -338,7 +370,7 @@ class NodeStore:
         """{record id: {role: image id}} of every complete record (each role's image ingested, as a
         node or as a duplicate of one), in ingest order (parts as made, then image id); a record given
         by several inputs is the first one's (the others are `duplicate_pair`... failures,
-        pipelines/source_layouts.py)."""
+        pipelines/records.py)."""
         return self._cached("records", self._records)[0]
 
     def member_meta(self, role: str) -> dict[str, dict]:
@@ -361,7 +393,7 @@ class NodeStore:
 
     def _records(self) -> tuple[dict[str, dict[str, str]], list[tuple[str, str]], dict[str, str]]:
         """(records, duplicates as (ref, failure), the input ref that gives each record)."""
-        from pipelines.source_layouts import duplicate_reason
+        from pipelines.records import duplicate_reason
 
         images = self.image_summary()
         members = images.filter(pa.compute.is_valid(images["record"]))

@@ -16,7 +16,8 @@ import numpy as np
 from pipelines.episodes import EPISODES_FILE, draw_episodes, episodes_table
 from pipelines.sampling_params import EpisodeParams, SubjectParams
 from pipelines.store import write_table
-from pipelines.subjects import Subject, load_subjects, passing, reference_map, restrict_reference, subject_of
+from pipelines.catalog import restrict_reference
+from pipelines.subjects import Subject, load_subjects, passing, reference_map, subject_of
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Subject records -> the `reference` node, subject ids and the quality filter.
 
-A subject record is a record of the `subjects200k` layout (pipelines/source_layouts.py): one
+A subject record is a record of the `subjects200k` layout (pipelines/records.py): one
 subject seen twice, roles `view_0` and `view_1`, both stored as ordinary images whose meta
 carries the record id, `description`, `quality_assessment` and `collection`. Here:
 - `load_subjects(store)`: every complete subject record (both views ingested, two distinct
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipelines.source_layouts import SUBJECT_ROLES
+from pipelines.records import SUBJECT_ROLES
 
 REFERENCE = "reference"
 
@@ -97,17 +97,6 @@ def reference_mask(ids, live: np.ndarray, references: dict[str, str], positions)
     ok[ok] = live[pos[ok]] & live[other[ok]]
     mask[pos[ok]] = True
     return mask
-
-
-def restrict_reference(index, references: dict[str, str]):
-    """A NodeIndex like `index` whose `reference` mask keeps only the views in `references` (the
-    quality filter applied by the stage that samples)."""
-    from pipelines.catalog import NodeIndex
-
-    masks = {node: index.has(node).copy() for node in index.nodes()}
-    if REFERENCE in masks:
-        masks[REFERENCE] &= reference_mask(index.ids, masks[REFERENCE], references, index.positions)
-    return NodeIndex(index.ids, index.parts, masks)
 
 
 # --- shard export: a reference cell is the other view's image cell ---------------------------------

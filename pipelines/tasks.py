@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from pipelines.node_types import LOCALITY_LEVELS, MINED_EDIT, MINED_SOURCE, NODE_TYPES, SEMANTIC_LEVELS, axes_of
+from core.node_types import LOCALITY_LEVELS, MINED_EDIT, MINED_SOURCE, NODE_TYPES, SEMANTIC_LEVELS, axes_of
+from pipelines.sampling_params import SamplerParams
 
 FAMILIES_FILE = Path(__file__).with_name("task_families.yaml")
 MINED_TASK = "mined_edit"  # quadruplets from the mining stage: a task of their own (pipelines/sampling.py)
@@ -179,10 +180,30 @@ def cmd_tasks(params) -> int:
     """`vicl tasks`: the tasks enumerated over the store's node types (or, before annotation,
     over the configured producers) with their family, meta-task and axes, and the coverage matrix."""
     from pipelines.catalog import Catalog
-    from pipelines.stages.sample import configured_tasks
     from pipelines.store import NodeStore
 
     store = NodeStore(params.paths.store)
     nodes = Catalog.load(store).node_index().nodes() if store.catalog_path.exists() else None
     print(format_tasks(configured_tasks(params, nodes=nodes)))
     return 0
+
+
+def auto_tasks(nodes, params: SamplerParams | None = None) -> list[Task]:
+    """Every task of the (built-in + extra) families over the present node types."""
+    params = params or SamplerParams()
+    families = load_families(params.extra_task_families)
+    if params.families is not None:
+        families = [f for f in families if f.name in params.families]
+    return enumerate_tasks(families, nodes)
+
+
+def configured_tasks(params: Params, nodes=None) -> list[Task]:
+    """The explicit task list, or every family task over `nodes` (default: the configured producers)."""
+    sp = params.sample
+    if sp.tasks != "auto":
+        return [explicit_task(t.name, t.path, t.family) for t in sp.tasks]
+    if nodes is None:
+        from pipelines.params import produced_nodes
+
+        nodes = list(produced_nodes(params))
+    return auto_tasks(nodes, sp)

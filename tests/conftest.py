@@ -31,11 +31,11 @@ def ray_local():
     """A local Ray instance with two CPUs, shut down after the module."""
     import ray
 
-    from pipelines import ray_runtime
+    from pipelines import executor
     from pipelines.params import RayParams
 
     if ray.is_initialized():
         ray.shutdown()
-    ray_runtime.init(RayParams(num_cpus=2))
+    executor.init(RayParams(num_cpus=2))
     yield
     ray.shutdown()

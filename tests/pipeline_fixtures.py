@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import tarfile
 from pathlib import Path
 
+from core.sample_reader import iter_samples
 from pipelines.params import Params, parse_params, validate_params
 
 
@@ -27,12 +26,10 @@ def small_params(root: Path, *, count: int = 24, annotators: dict | None = None,
 
 
 def shard_records(out: Path) -> list[dict]:
-    """The JSON record of every sample in the grid shard sets under `out`, in shard order."""
-    records = []
-    for path in sorted(Path(out).glob("shards/*/*.tar")):
-        with tarfile.open(path) as tar:
-            records += [json.loads(tar.extractfile(m).read()) for m in tar if m.name.endswith(".json")]
-    return records
+    """The JSON record of every sample in the grid shard sets under `out`, in shard order (read by
+    core.sample_reader, so each record's schema version is checked)."""
+    paths = sorted(Path(out).glob("shards/*/*.tar"))
+    return [dict(s.record) for s in iter_samples(paths)] if paths else []
 
 
 def write_params(root: Path, params: Params) -> str:

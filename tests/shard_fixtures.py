@@ -1,4 +1,4 @@
-"""Write small vicl shards in exactly the pipelines.sample_schema format (tests only).
+"""Write small vicl shards in exactly the core.sample_schema format (tests only).
 
 The lead will switch these fixtures to shards the real exporter writes. Cells are real
 photos from skimage.data; each family is a simple, learnable pixel task.
@@ -15,7 +15,7 @@ import webdataset as wds
 from PIL import Image
 
 import training  # noqa: F401
-from pipelines.sample_schema import GRID_FIELD, JSON_FIELD, SCHEMA_VERSION, cell_boxes
+from core.sample_schema import GRID_FIELD, JSON_FIELD, SCHEMA_VERSION, cell_boxes
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 

@@ -12,9 +12,9 @@ import pytest
 import annotators.depth as depth
 import annotators.edges_models  # noqa: F401 - registers the edge annotators
 import annotators.normals  # noqa: F401
-from annotators.base import MissingWeightsError
+from core.weights import MissingWeightsError
 from annotators.registry import get
-from pipelines.node_types import get_node_type
+from core.node_types import get_node_type
 
 # (annotator, node, channels, params for a fast tiny run)
 CASES = [

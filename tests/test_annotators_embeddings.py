@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from annotators.base import MissingWeightsError
+from core.weights import MissingWeightsError
 from annotators.embeddings import ClipEmbedder, ColourStatsEmbedder, DHash, DinoV2Embedder
-from pipelines.annotator_runtime import decode_vector, encode_output
+from annotators.runtime import decode_vector, encode_output
 from pipelines.sources import embedded_refs, render_embedded
-from pipelines.images import decode_rgb
+from core.images import decode_rgb
 
 PHOTOS = [decode_rgb(render_embedded(r)) for r in embedded_refs(4, 96)]
 

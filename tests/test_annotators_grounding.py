@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import annotators.grounding as gr
-from annotators.base import MissingWeightsError, seed_for
+from annotators.base import seed_for
+from core.weights import MissingWeightsError
 
 TINY_PIXELS = {"min_pixels": 4 * 28 * 28, "max_pixels": 16 * 28 * 28}
 

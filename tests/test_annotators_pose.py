@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import annotators.pose as pose
-from annotators.base import MissingWeightsError
+from core.weights import MissingWeightsError
 from annotators.registry import get
 
 

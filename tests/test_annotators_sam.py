@@ -11,7 +11,8 @@ import pytest
 
 import annotators.sam as sam_mod
 from annotators import render
-from annotators.base import MissingWeightsError, seed_for
+from annotators.base import seed_for
+from core.weights import MissingWeightsError
 
 
 @pytest.fixture(scope="module")

@@ -103,7 +103,8 @@ def test_read_only_inside_a_ray_task_is_one_line(tmp_path, ray_local, capfd, mon
     params = _params_file(tmp_path, count=8)
     assert main(["ingest", "--params", str(params)]) == 0
 
-    def read_only(inputs, runs, paths, batch_size):  # injected failure inside a real annotate Ray task
+    def read_only(runs, item):  # injected failure inside a real annotate Ray task
+        inputs, paths, batch_size = item
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), sorted(paths.values())[0])
 
     monkeypatch.setattr(annotate, "annotate_part_task", read_only)  # becomes the @ray.remote task

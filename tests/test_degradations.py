@@ -20,7 +20,7 @@ from annotators.degradations.operators import (DEGRADATIONS, GRAPH200K_DEGRADATI
                                                RESTORATION_SOURCES, degrade)
 from annotators.degradations.online import render_node  # noqa: E402
 from annotators.registry import get, producers  # noqa: E402
-from pipelines.node_types import get_node_type  # noqa: E402
+from core.node_types import get_node_type  # noqa: E402
 
 
 def _photo(name: str, height: int, width: int) -> np.ndarray:

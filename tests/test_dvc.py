@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_dvc_repro_twice(tmp_path):
     project = tmp_path / "project"
     project.mkdir()
-    for folder in ("pipelines", "annotators", "mining"):
+    for folder in ("core", "pipelines", "annotators", "mining"):
         os.symlink(REPO / folder, project / folder)
     shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
     params = yaml.safe_load((REPO / "params.yaml").read_text())

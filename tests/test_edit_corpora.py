@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.images import content_id, encode_png
+from core.images import content_id, encode_png
 from pipelines.params import parse_params
 from pipelines.stages.ingest import ingest_part, plan_ingest
 from pipelines.store import NodeStore, part_name, write_table

@@ -82,7 +82,7 @@ def test_folder_predictions_and_the_sequence_layout(exported, tmp_path):
     html = (tmp_path / "r" / "index.html").read_text()
     assert "best" in html and "worst" in html and len(list((tmp_path / "r" / "img").glob("*.png"))) > 0
     # CLIP similarity needs real weights: their absence is the named error, never a random model
-    from annotators.base import MissingWeightsError
+    from core.weights import MissingWeightsError
 
     with pytest.raises(MissingWeightsError, match="clip"):
         run_eval([out / "shards" / "eval"], out_dir=tmp_path / "c", predictions=str(preds), perceptual="clip",

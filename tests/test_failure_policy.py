@@ -76,8 +76,8 @@ def plugin_ray(tmp_path_factory):
     """A local Ray whose workers can import the plugin module, and the id of the picky image."""
     import ray
 
-    from pipelines import ray_runtime
-    from pipelines.images import content_id
+    from pipelines import executor
+    from core.images import content_id
     from pipelines.params import RayParams
     from pipelines.sources import embedded_refs, render_embedded
 
@@ -90,7 +90,7 @@ def plugin_ray(tmp_path_factory):
     sys.path.insert(0, str(folder))
     if ray.is_initialized():
         ray.shutdown()
-    ray_runtime.init(RayParams(num_cpus=2))
+    executor.init(RayParams(num_cpus=2))
     yield bad
     ray.shutdown()
     sys.path.remove(str(folder))

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipelines.images import REASONS, ImageRejected, decode_normalised, stored_size
+from core.images import REASONS, ImageRejected, decode_normalised, stored_size
 
 MAX_PIXELS = 1 << 18  # 512 x 512: a mutated header that claims more is rejected before decoding
 MIN_SIDE = 4

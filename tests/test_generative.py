@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 import annotators  # noqa: F401 - registers every annotator
-from annotators.base import MissingWeightsError, seed_for
+from annotators.base import seed_for
+from core.weights import MissingWeightsError
 from annotators.generative.analogous_pairs import AnalogousPairs
 from annotators.generative.depth_edit import DepthEdit
 from annotators.generative.fill_edit import FillEdit, NoSubjectError, edit_region
 from annotators.generative.style import InstantStyle, ReduxStyle
-from pipelines.node_types import NODE_TYPES
+from core.node_types import NODE_TYPES
 
 TINY = {"resolution": 32, "steps": 2, "max_sequence_length": 32}
 RECORD = {"prompt", "seed", "model", "steps", "guidance", "scheduler", "size", "dtype", "pipeline"}
@@ -193,7 +194,7 @@ def test_nodes_registered_and_only_the_first_output_feeds_tasks():
 
 
 def test_node_registry_knows_every_output_without_the_generative_package():
-    """pipelines/node_types.py lists the further outputs itself (same entries as annotators.generative.nodes),
+    """core/node_types.py lists the further outputs itself (same entries as annotators.generative.nodes),
     so the sampler, the export and `vicl tasks` know them in a process that never imports diffusers."""
     import json
     import subprocess
@@ -201,7 +202,7 @@ def test_node_registry_knows_every_output_without_the_generative_package():
 
     from annotators.generative.nodes import variant_node_types
 
-    code = ("import sys, json; from pipelines.node_types import NODE_TYPES, axes_of; "
+    code = ("import sys, json; from core.node_types import NODE_TYPES, axes_of; "
             "assert 'annotators.generative' not in sys.modules; "
             "print(json.dumps({n: [t.group, t.description, list(axes_of(n))] for n, t in NODE_TYPES.items()}))")
     listed = json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,

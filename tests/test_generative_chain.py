@@ -20,6 +20,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from tests.pipeline_fixtures import shard_records
+
 TINY = {"resolution": 32, "steps": 2, "max_sequence_length": 32}
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = 6
@@ -30,7 +32,7 @@ def plugin_ray():
     """A local Ray whose workers can import tests.generative_chain_plugin (as a user's plugin)."""
     import ray
 
-    from pipelines import ray_runtime
+    from pipelines import executor
     from pipelines.params import RayParams
 
     saved = os.environ.get("PYTHONPATH")
@@ -39,7 +41,7 @@ def plugin_ray():
         sys.path.insert(0, str(ROOT))
     if ray.is_initialized():
         ray.shutdown()
-    ray_runtime.init(RayParams(num_cpus=2))
+    executor.init(RayParams(num_cpus=2))
     yield
     ray.shutdown()
     if saved is None:
@@ -49,16 +51,16 @@ def plugin_ray():
 
 
 def write_models_dir(models: Path) -> None:
-    """Tiny random repos of every model the chain loads, in the layout of annotators/weights.py."""
+    """Tiny random repos of every model the chain loads, in the layout of core/weights.py."""
     import torch
     from transformers import AutoModelForDepthEstimation, Owlv2Processor
 
     from annotators.depth import DEPTH_ANYTHING_V2_REPOS, depth_anything_config
-    from annotators.generative import analogous_pairs, depth_edit, fill_edit, style, tiny
+    from annotators.generative import analogous_pairs, depth_edit, fill_edit, random_repos, style, tiny
     from annotators.generative.common import PROMPT_MODEL_DEFAULT
     from annotators.grounding import OWLV2_DEFAULT, GroundingOwlv2
 
-    tiny.save_random_repos(models, only={fill_edit.FILL_REPO, depth_edit.DEPTH_REPO, style.SDXL_REPO,
+    random_repos.save_random_repos(models, only={fill_edit.FILL_REPO, depth_edit.DEPTH_REPO, style.SDXL_REPO,
                                          style.IP_ADAPTER_REPO, style.FLUX_DEV_REPO, style.REDUX_REPO,
                                          analogous_pairs.KONTEXT_REPO, PROMPT_MODEL_DEFAULT})
     torch.manual_seed(0)
@@ -133,16 +135,13 @@ def test_fewer_outputs_write_exactly_those_nodes(chain):
 
 
 def test_edit_and_style_families_have_samples_in_shards_and_graph200k(chain):
-    import webdataset as wds
-
     params, _ = chain
     out = Path(params.paths.out)
     nodes = json.loads((out / "manifest.json").read_text())["counts"]["nodes"]
     assert all(nodes.get(n) == IMAGES for n in ("FillEdit", "FillEdit_1", "DepthEdit", "InstantStyle",
                                                  "InstantStyle_ref_1", "ReduxStyle", "ReduxStyle_ref")), nodes
     assert "FillEdit_2" not in nodes
-    records = [json.loads(s["json"]) for s in wds.WebDataset(sorted(glob.glob(str(out / "shards/*/*.tar"))),
-                                                             shardshuffle=False)]
+    records = shard_records(out)
     families = {}
     for r in records:
         families.setdefault(r["family"], set()).update(c["node"] for c in r["cells"])
@@ -170,12 +169,9 @@ def test_a_style_family_can_carry_each_row_s_own_reference(chain):
     [image, <Style>_ref, <Style>] (the style_transfer family; VisualCloze's reader likewise turns a style
     node into the reference, then the stylised image), each reference cell is the one that image was
     stylised with."""
-    import webdataset as wds
-
     params, _ = chain
     out = Path(params.paths.out)
-    records = [json.loads(s["json"]) for s in wds.WebDataset(sorted(glob.glob(str(out / "shards/*/*.tar"))),
-                                                             shardshuffle=False)]
+    records = shard_records(out)
     rows = [r for r in records if r["family"] == "style_transfer" and r["columns"][0] != "reference"]
     # the condition columns are shuffled per sample (Graph200K); the stylised image stays the target
     assert {(frozenset(r["columns"][:-1]), r["columns"][-1]) for r in rows} == {
@@ -191,8 +187,6 @@ def test_generated_analogous_pairs_are_label_paired_into_quadruplets(chain):
     """The analogous pairs' A and A' are two nodes of one image slot (A' names its A in
     `meta.source_node`), keyed by the instruction the editing model applied: the mine stage lists
     them as labelled pairs, the sampler pairs two of one key, and the quadruplets reach the shards."""
-    import webdataset as wds
-
     params, results = chain
     mined = results["mine"]
     assert mined["pairs_by_origin"] == {"analogous": 2 * IMAGES} and mined["labelled_pairs"] == 2 * IMAGES, mined
@@ -201,8 +195,7 @@ def test_generated_analogous_pairs_are_label_paired_into_quadruplets(chain):
     assert all(p["source_node"].startswith("analogous_source") and p["edited_node"].startswith("analogous_edit")
                for p in pairs)
     out = Path(params.paths.out)
-    records = [json.loads(s["json"]) for s in wds.WebDataset(sorted(glob.glob(str(out / "shards/*/*.tar"))),
-                                                             shardshuffle=False)]
+    records = shard_records(out)
     mined_records = [r for r in records if r["task"] == "mined_edit"]
     assert mined_records and all(c["node"].startswith("analogous_") for r in mined_records for c in r["cells"])
     for r in mined_records:  # both pairs apply one instruction

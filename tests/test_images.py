@@ -7,7 +7,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from pipelines.images import decode_rgb, encode_png
+from core.images import decode_rgb, encode_png
 
 PHOTO = skimage.data.astronaut()[::2, ::2]
 
@@ -46,7 +46,7 @@ def test_rejects_what_it_cannot_store_losslessly(arr, message):
 import struct  # noqa: E402
 import zlib  # noqa: E402
 
-from pipelines.images import (REASONS, ImageRejected, clean_detail, decode_normalised,  # noqa: E402
+from core.images import (REASONS, ImageRejected, clean_detail, decode_normalised,  # noqa: E402
                               resize_max_side, stored_size)
 
 

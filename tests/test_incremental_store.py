@@ -10,7 +10,7 @@ import pytest
 from pipelines.cli import run_stages
 from pipelines.sources import embedded_refs, render_embedded
 from pipelines.store import NodeStore
-from tests.pipeline_fixtures import small_params
+from tests.pipeline_fixtures import shard_records, small_params
 
 ANNOTATORS = {"canny": {}, "grayscale": {}, "degrade_GaussianNoise": {}}
 
@@ -72,7 +72,7 @@ def test_removing_an_input_drops_it_from_samples_without_recomputing(grown):
     root, params, store, *_ = grown
     photos = root / "photos"
     victim = photos / "photo_0003.png"
-    from pipelines.images import content_id
+    from core.images import content_id
 
     victim_id = content_id(victim.read_bytes())
     before = node_parts(store)
@@ -85,13 +85,8 @@ def test_removing_an_input_drops_it_from_samples_without_recomputing(grown):
     assert samples and all(victim_id not in s["cell_ids"] for s in samples)
     splits = pq.read_table(store.samples_dir / "splits.parquet")["image_id"].to_pylist()
     assert victim_id not in splits and len(splits) == 19
-    import json
-
-    import webdataset as wds
-
     out = Path(params.paths.out)
-    records = [json.loads(s["json"]) for s in wds.WebDataset(sorted(map(str, out.glob("shards/*/*.tar"))),
-                                                            shardshuffle=False)]
+    records = shard_records(out)
     assert records and all(c["image_id"] != victim_id for r in records for c in r["cells"])
     victim.write_bytes(render_embedded(embedded_refs(4, 96)[3]))  # back, with a new mtime: a new input
     back = run_stages(("ingest", "annotate"), params, log=lambda *_: None)

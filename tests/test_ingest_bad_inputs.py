@@ -10,7 +10,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from pipelines.images import decode_rgb
+from core.images import decode_rgb
 from pipelines.stages.ingest import run_ingest
 from pipelines.store import NodeStore
 from tests.pipeline_fixtures import small_params
@@ -125,7 +125,7 @@ def test_normalised_to_oriented_8bit_rgb(ingested):
 
 
 def test_image_id_is_content_hash_of_source_bytes(ingested, mixed_folder):
-    from pipelines.images import content_id
+    from core.images import content_id
 
     _, rows, _ = ingested
     row = _by_name(rows)["good_chelsea.png"]

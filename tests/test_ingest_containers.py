@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.catalog import Catalog
 from pipelines.cli import closing_summary, run_stages
-from pipelines.images import content_id
+from core.images import content_id
 from pipelines.sources import embedded_refs, render_embedded
 from pipelines.store import NodeStore
 from tests.pipeline_fixtures import small_params

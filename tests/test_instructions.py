@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipelines.instructions import build_instruction, compose_instruction, join_parts, join_steps, phrase_bank
-from pipelines.node_types import NODE_TYPES
+from core.node_types import NODE_TYPES
 
 CAPTIONS = ["", "a cat sitting on a red mat", "A harbour at dusk.", "two dogs, one asleep"]
 MINED = ["", "Each row applies the same edit: make it sepia", "turn the sky pink!"]

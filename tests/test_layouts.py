@@ -9,8 +9,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from pipelines.images import encode_png
-from pipelines.layouts import cell_shape, fit_cell
+from core.images import encode_png
+from core.grid import cell_shape, fit_cell
 from pipelines.sampling_params import ExportParams
 from pipelines.shards import CellCache, assemble, write_tar
 

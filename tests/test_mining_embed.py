@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import mining  # noqa: F401,E402
-from annotators.base import MissingWeightsError  # noqa: E402
+from core.weights import MissingWeightsError
 from mining.config import EmbedParams  # noqa: E402
 from mining.embed import (ColourGradientStats, EmbeddingCache, MiniLMTextEmbedder, OpenClipEmbedder,  # noqa: E402
                           make_image_embedder, make_text_embedder, text_id)

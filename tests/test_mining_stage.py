@@ -15,8 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import mining  # noqa: F401,E402
 from mining.config import MineParams  # noqa: E402
 from mining.quadruplets import QUADRUPLET_SCHEMA  # noqa: E402
-from mining.stage import KMEANS_BACKEND_KEY, PAIR_SCHEMA, embed_and_mine, kmeans_backends, run_mine  # noqa: E402
-from pipelines.images import content_id, encode_png  # noqa: E402
+from pipelines.mine_runner import KMEANS_BACKEND_KEY, PAIR_SCHEMA, embed_and_mine, kmeans_backends, run_mine  # noqa: E402
+from core.images import content_id, encode_png  # noqa: E402
 
 EDITS = {
     "brighten": ("make the photo brighter", lambda im: np.clip(im.astype(np.float32) * 1.6, 0, 255).astype(np.uint8)),

@@ -13,9 +13,9 @@ import yaml
 from PIL import Image
 
 from pipelines.cli import main
-from pipelines.images import ImageRejected
+from core.images import ImageRejected
 from pipelines.params import SourceParams
-from pipelines.source_layouts import read_member
+from pipelines.records import read_member
 from pipelines.sources import list_entries, load_chunk, ref_from_text, ref_text
 from pipelines.stages.ingest import run_ingest
 from pipelines.store import NodeStore

@@ -56,7 +56,8 @@ def test_missing_inputs_and_corpora_fail_validation_naming_the_path(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines.params import ParamsError, check_inputs, parse_params
+    from pipelines.params import ParamsError, parse_params
+    from pipelines.sources import check_inputs
 
     (tmp_path / "empty").mkdir()
     (tmp_path / "edits").mkdir()

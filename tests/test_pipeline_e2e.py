@@ -144,11 +144,11 @@ def test_failed_annotation_is_recorded_and_run_goes_on(tmp_path, ray_local):
     import ray
 
     ray.shutdown()  # workers must start with the plugin folder on their path
-    from pipelines import ray_runtime
+    from pipelines import executor
     from pipelines.params import RayParams
 
     os.environ["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
-    ray_runtime.init(RayParams(num_cpus=2))
+    executor.init(RayParams(num_cpus=2))
     try:
         params = small_params(tmp_path, count=16, annotators={"flaky_test": {}},
                               annotate={"plugins": ["flaky_annotator"]})
@@ -164,7 +164,7 @@ def test_failed_annotation_is_recorded_and_run_goes_on(tmp_path, ray_local):
         sys.path.remove(str(tmp_path))
         os.environ["PYTHONPATH"] = os.environ["PYTHONPATH"].split(os.pathsep, 1)[1]
         ray.shutdown()
-        ray_runtime.init(RayParams(num_cpus=2))
+        executor.init(RayParams(num_cpus=2))
 
 
 def test_killed_export_resumes_byte_identical(built, tmp_path):

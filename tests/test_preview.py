@@ -1,7 +1,6 @@
 """The chain with the new sampler and exporters on a few embedded photos: shard sets, Graph200K
 export, preview (rendered in headless Chromium when installed), report, `vicl tasks` output."""
 
-import glob
 import json
 import subprocess
 from pathlib import Path
@@ -14,7 +13,8 @@ from pipelines.preview import write_preview
 from pipelines.report import write_report
 from pipelines.sampling_params import ExportParams, SamplerParams
 from pipelines.store import NodeStore
-from tests.pipeline_fixtures import small_params
+from core.sample_reader import shard_paths, walk_shards
+from tests.pipeline_fixtures import shard_records, small_params
 
 CHROMIUM = Path("/usr/bin/chromium")
 ANNOTATORS = {"canny": {}, "grayscale": {}, "degrade_GaussianBlur": {"online": True}}
@@ -40,16 +40,12 @@ def test_every_enumerable_task_has_shards_and_sequence_sets_are_uniform(built):
     assert results["sample"]["tasks_without_samples"] == []
     assert {s["split"] for s in samples if s["task"] == "gray_to_image"} == {"eval_unseen"}
 
-    import webdataset as wds
-
-    grid = [json.loads(s["json"]) for s in wds.WebDataset(sorted(glob.glob(str(out / "shards/*/*.tar"))),
-                                                          shardshuffle=False)]
+    grid = shard_records(out)
     assert sorted(r["key"] for r in grid) == sorted(s["key"] for s in samples)
     for shape_dir in sorted((out / "shards_seq").glob("*/*")):
         rows, cols = map(int, shape_dir.name.split("x"))
-        for s in wds.WebDataset(sorted(map(str, shape_dir.glob("*.tar"))), shardshuffle=False):
-            assert set(s) - {"__key__", "__url__", "__local_path__"} == \
-                {"json"} | {f"r{r}c{c}.png" for r in range(rows) for c in range(cols)}
+        for raw in walk_shards(shard_paths(shape_dir)):  # every member, not only the image fields
+            assert set(raw.fields) == {"json"} | {f"r{r}c{c}.png" for r in range(rows) for c in range(cols)}
     import datasets
 
     shape_dir = sorted((out / "shards_seq" / "train").iterdir())[-1]
@@ -120,8 +116,6 @@ def test_cmd_tasks_prints_tasks_and_coverage(built, capsys):
 
 def test_resampling_rewrites_shards_whose_samples_changed(built):
     """Same shard names, new samples: a finished shard from the old sampling must not survive."""
-    import webdataset as wds
-
     _, params, _ = built
     out = Path(params.paths.out)
     before = {p: p.read_bytes() for p in sorted(out.glob("shards/*/*.tar"))}
@@ -129,8 +123,7 @@ def test_resampling_rewrites_shards_whose_samples_changed(built):
     again = run_stages(("sample", "export"), params, log=lambda *_: None)
     assert again["export"]["written"] > 0
     samples = {s["key"]: s for s in pq.read_table(NodeStore(params.paths.store).samples_path).to_pylist()}
-    records = [json.loads(s["json"]) for s in wds.WebDataset(sorted(map(str, out.glob("shards/*/*.tar"))),
-                                                             shardshuffle=False)]
+    records = shard_records(out)
     assert sorted(r["key"] for r in records) == sorted(samples)
     assert all(r["task"] == samples[r["key"]]["task"] and
                [c["image_id"] for c in r["cells"]] == samples[r["key"]]["cell_ids"] for r in records)
@@ -145,12 +138,13 @@ def _hostile_shards(out: Path, outside: Path) -> None:
 
     import numpy as np
 
-    from pipelines.images import encode_png
+    from core.images import encode_png
+    from core.sample_schema import SCHEMA_VERSION
 
     grid = encode_png(np.full((16, 16, 3), 120, np.uint8))
 
-    def record(task: str) -> bytes:
-        return json.dumps({"task": task, "rows": 1, "cols": 1, "family": "f&<b>", "columns": ["image"],
+    def record(task: str, schema: str = SCHEMA_VERSION) -> bytes:
+        return json.dumps({"schema": schema, "task": task, "rows": 1, "cols": 1, "family": "f&<b>", "columns": ["image"],
                            "axes": {"semantic": "<i>", "locality": "x"},
                            "instruction": {"text": "<script>alert(1)</script>"},
                            "cells": [{"is_target": True, "box": [0, 0, 16, 16], "row": 0, "col": 0,
@@ -161,7 +155,8 @@ def _hostile_shards(out: Path, outside: Path) -> None:
                ("../escape", record("dotdot")),
                ("sub/escape", record("slash")),
                ('x" onerror="alert(1)', record("quote")),
-               ("train_000000001", record("good<task>"))]  # the same key again
+               ("train_000000001", record("good<task>")),  # the same key again
+               ("train_000000003", record("old", schema="vicl.sample/0"))]  # another schema version
     split = out / "shards" / "train"
     split.mkdir(parents=True)
     with tarfile.open(split / "train-00000.tar", "w") as tf:
@@ -190,6 +185,7 @@ def test_preview_skips_hostile_keys_and_escapes_html(tmp_path):
     assert "good&lt;task&gt;" in text and 'image&quot;&#x27;' in text and "f&amp;&lt;b&gt;" in text
     assert 'onerror="' not in text and "x&quot; onerror=&quot;alert(1)" in text  # only as escaped text
     skipped = text[text.index("skipped:"):]
-    for key in (str(outside / "evil"), "sub/escape", "train_000000002.json", "repeated sample key"):
+    for key in (str(outside / "evil"), "sub/escape", "train_000000002.json", "repeated sample key",
+                "train_000000003", "schema &#x27;vicl.sample/0&#x27; is not the supported"):
         assert key in skipped, key
-    assert text.count("<tr><td>") == 6  # abs, ../ (no key), sub/, quote, repeat, symlink
+    assert text.count("<tr><td>") == 7  # abs, ../escape, sub/, quote, repeat, symlink, old schema

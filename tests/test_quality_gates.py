@@ -9,11 +9,11 @@ import skimage.data
 from PIL import Image
 
 from annotators.base import resize_to
-from annotators.map_resize import line_resize, resize_map
+from core.map_resize import line_resize, resize_map
 from annotators.quality import changed_fraction, constant_quality, edge_quality, mask_quality, strong_fraction
-from pipelines.images import encode_png
-from pipelines.layouts import fit_cell
-from pipelines.node_types import NODE_TYPES, RESAMPLE_KINDS, register_node_type, resample_kind
+from core.images import encode_png
+from core.grid import fit_cell
+from core.node_types import NODE_TYPES, RESAMPLE_KINDS, register_node_type, resample_kind
 from pipelines.sampling_params import ExportParams
 from pipelines.shards import CellCache, assemble
 
@@ -491,7 +491,7 @@ def test_clip_iqa_loads_real_weights_only_and_filters_by_params(tmp_path, photo,
     import open_clip
     import torch
 
-    from annotators.base import MissingWeightsError
+    from core.weights import MissingWeightsError
     from annotators.image_quality import ImageQualityClip, clip_iqa_scores
     from mining.embed import OpenClipEmbedder
 

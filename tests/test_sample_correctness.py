@@ -97,7 +97,7 @@ def _edit_corpus(root: Path, n: int) -> dict:
     instruction each flip says."""
     import pyarrow as pa
 
-    from pipelines.images import encode_png
+    from core.images import encode_png
 
     photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
     rows = []
@@ -189,7 +189,7 @@ def test_the_record_carries_the_scores_that_admitted_each_cell(tmp_path):
     user can set a stricter threshold on the exported data without rebuilding."""
     import pyarrow as pa
 
-    from pipelines.images import encode_png
+    from core.images import encode_png
     from pipelines.sampling_params import ExportParams
     from pipelines.shards import CellCache, assemble
     from pipelines.stages.export import load_cells

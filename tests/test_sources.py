@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import webdataset as wds
 from PIL import Image
 
-from pipelines.images import content_id
+from core.images import content_id
 from pipelines.params import IngestParams, SourceParams
 from pipelines.sources import embedded_refs, list_entries, list_refs, load_chunk, render_embedded
 from pipelines.stages.ingest import ingest_refs

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from pipelines.perceptual_hash import dhash64, hamming
+from core.perceptual_hash import dhash64, hamming
 from pipelines.splits import (assign_splits, codes_within, leakage_report, near_duplicate_groups,
                               near_duplicate_pairs, split_of_group, unit_rows)
 

@@ -12,11 +12,11 @@ import pytest
 
 from pipelines.catalog import Catalog
 from pipelines.cli import run_stages
-from pipelines.images import decode_rgb
-from pipelines.layouts import fit_cell
-from pipelines.node_types import resample_kind
+from core.images import decode_rgb
+from core.grid import fit_cell
+from core.node_types import resample_kind
 from pipelines.params import IngestParams, RecordColumns, SourceParams
-from pipelines.source_layouts import layout_of
+from pipelines.records import layout_of
 from pipelines.sources import list_entries
 from pipelines.splits import leakage_report
 from pipelines.stages.ingest import ingest_entries
@@ -123,21 +123,21 @@ def test_with_reference_families_have_samples_and_reference_cells_are_the_other_
     for task in ("reference_to_image", "image_to_reference", "reference_and_canny_to_image",
                  "reference_and_JPEG_to_image"):
         assert per_task.get(task, 0) > 0, (task, per_task)
-    import webdataset as wds
+    from core.sample_reader import iter_samples
 
     cat = Catalog.load(store)
     refs = cat.references()
     checked = 0
     for tar in sorted(Path(params.paths.out).glob("shards_seq/*/*/*.tar")):
-        for s in wds.WebDataset(str(tar), shardshuffle=False):
-            record = json.loads(s["json"])
+        for s in iter_samples(tar):
+            record = s.record
             for c in record["cells"]:
                 if c["node"] != "reference":
                     continue
                 other = cat.read_cells([("image", refs[c["image_id"]])])[("image", refs[c["image_id"]])]
                 want = fit_cell(decode_rgb(other["data"]), (record["cell_height"], record["cell_width"]),
                                 resample_kind("reference"))
-                got = decode_rgb(s[f"r{c['row']}c{c['col']}.png"])
+                got = decode_rgb(s.images[f"r{c['row']}c{c['col']}.png"])
                 assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
                 checked += 1
     assert checked > 0
@@ -218,7 +218,8 @@ def test_the_sample_stage_filter_keeps_only_passing_views_in_the_reference_mask(
     import pyarrow as pa
 
     from pipelines.catalog import NodeIndex
-    from pipelines.subjects import reference_map, restrict_reference
+    from pipelines.catalog import restrict_reference
+    from pipelines.subjects import reference_map
 
     ids = pa.array(["a0", "a1", "b0", "b1", "c0"], pa.string())
     masks = {"image": np.ones(5, bool), "reference": np.array([1, 1, 1, 1, 0], bool)}

@@ -19,7 +19,7 @@ from annotators.degradations.online import render_node  # noqa: E402
 from annotators.registry import get  # noqa: E402
 from annotators.synthetic_edits import (COLOURS, EDIT_ANNOTATORS, EDIT_FAMILIES, POSITIONS,  # noqa: E402
                                         apply_edit, rotation_matrix, zoom_window)
-from pipelines.node_types import get_node_type, names_in_group  # noqa: E402
+from core.node_types import get_node_type, names_in_group  # noqa: E402
 
 
 def _photo(name: str, height: int, width: int) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 import pytest
 
-from pipelines.node_types import LOCALITY_LEVELS, NODE_TYPES, SEMANTIC_LEVELS, axes_of, names_in_group
-from pipelines.sampling import auto_tasks
+from core.node_types import LOCALITY_LEVELS, NODE_TYPES, SEMANTIC_LEVELS, axes_of, names_in_group
+from pipelines.tasks import auto_tasks
 from pipelines.sampling_params import SamplerParams
 from pipelines.tasks import TaskFamilyError, coverage_matrix, enumerate_tasks, format_tasks, load_families
 

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
-import webdataset as wds
 from PIL import Image
 
 from shard_fixtures import write_shards
 from training_helpers import tiny_base, tiny_params
 
+from core.sample_reader import SchemaError, iter_samples
 from training.backends import make_backend
 from training.config import DataParams, TrainParams
 from training.data import (batch_by_layout, cut_cells, decode_sample, family_draws, grid_batches,
@@ -27,19 +27,19 @@ def shards(tmp_path_factory):
 
 
 def _raw(shards):
-    return list(wds.DataPipeline(wds.SimpleShardList(shards), wds.tarfile_to_samples()))
+    return list(iter_samples(shards))
 
 
 def test_decode_cuts_cells_exactly_with_boxes(shards):
     raw = _raw(shards)[0]
     s = decode_sample(raw)
-    grid = np.asarray(Image.open(io.BytesIO(raw["grid.png"])).convert("RGB"))
+    grid = np.asarray(Image.open(io.BytesIO(raw.images["grid.png"])).convert("RGB"))
     assert s.cell_hw == (32, 32) and len(s.cells) == s.rows * s.cols
     np.testing.assert_array_equal(s.grid(), grid)  # cells re-compose the lossless grid exactly
     np.testing.assert_array_equal(s.cells[s.target_index], grid[32:64, 32:64])
     assert s.sequence()[0] is s.cells[s.target_index]  # target first in the sequence layout
     assert s.target_box() == (32, 32, 64, 64)
-    np.testing.assert_array_equal(cut_cells(grid, json.loads(raw["json"]))[1], grid[:32, 32:64])
+    np.testing.assert_array_equal(cut_cells(grid, raw.record)[1], grid[:32, 32:64])
 
 
 def test_cell_size_resizes_to_token_multiple(shards):
@@ -59,9 +59,9 @@ def test_batches_hold_one_layout(shards):
 
 
 def test_stream_is_resampled_and_deterministic(shards):
-    a = [r["__key__"] for r in itertools.islice(raw_sample_stream(shards, seed=3, shuffle_buffer=4), 30)]
-    b = [r["__key__"] for r in itertools.islice(raw_sample_stream(shards, seed=3, shuffle_buffer=4), 30)]
-    c = [r["__key__"] for r in itertools.islice(raw_sample_stream(shards, seed=4, shuffle_buffer=4), 30)]
+    a = [r.key for r in itertools.islice(raw_sample_stream(shards, seed=3, shuffle_buffer=4), 30)]
+    b = [r.key for r in itertools.islice(raw_sample_stream(shards, seed=3, shuffle_buffer=4), 30)]
+    c = [r.key for r in itertools.islice(raw_sample_stream(shards, seed=4, shuffle_buffer=4), 30)]
     assert a == b and a != c
     assert len(a) == 30 > 12  # infinite: resampled past the 12 samples
 
@@ -88,11 +88,10 @@ def test_missing_family_fails_with_a_reason(shards):
 
 
 def test_schema_version_checked(shards):
-    raw = dict(_raw(shards)[0])
-    rec = json.loads(raw["json"])
-    rec["schema"] = "other/9"
-    raw["json"] = json.dumps(rec).encode()
-    with pytest.raises(ValueError, match="schema"):
+    s = _raw(shards)[0]
+    rec = dict(s.record, schema="other/9")
+    raw = {"__key__": s.key, "json": json.dumps(rec).encode(), "grid.png": s.images["grid.png"]}  # infer_grid's form
+    with pytest.raises(SchemaError, match=f"{s.key}.*schema 'other/9'"):
         decode_sample(raw)
 
 

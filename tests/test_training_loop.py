@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import webdataset as wds
 import yaml
 from PIL import Image
 from pydantic import ValidationError
@@ -14,7 +13,8 @@ from safetensors.torch import load_file
 from shard_fixtures import photo, write_shards
 from training_helpers import tiny_base, tiny_params
 
-from annotators.base import MissingWeightsError
+from core.sample_reader import iter_samples
+from core.weights import MissingWeightsError
 from training import flow_matching as fm
 from training.adapters import adapter_state
 from training.backends import make_backend
@@ -131,8 +131,8 @@ def test_base_weights_from_models_dir_and_infer(shards, tmp_path):
     assert got.shape == (32, 32, 3)  # B rounded down to whole 16 px tokens
     assert np.array_equal(np.asarray(Image.open(out)), got)
     # a shard-format grid (json + grid.png) works the same way
-    raw = next(iter(wds.DataPipeline(wds.SimpleShardList(shards), wds.tarfile_to_samples())))
-    cell = infer_grid(res.adapter_dir, json.loads(raw["json"]), raw["grid.png"], tmp_path / "cell.png",
+    raw = next(iter_samples(shards))
+    cell = infer_grid(res.adapter_dir, dict(raw.record), raw.images["grid.png"], tmp_path / "cell.png",
                       models_dir=str(models), prompt_encoder="random", num_steps=2)
     assert cell.shape == (32, 32, 3) and (tmp_path / "cell.png").is_file()
     # the pretrained prompt encoder needs the text encoders on disk; absent -> the named error

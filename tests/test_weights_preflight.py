@@ -46,8 +46,8 @@ def test_generative_nodes_need_the_prompt_model_only_when_prompts_come_from_it(t
 
 
 def test_the_trainer_names_its_own_models_dir_key(tmp_path):
-    from annotators.base import MissingWeightsError
-    from training.models import repo_dir
+    from core.weights import MissingWeightsError
+    from training.base_weights import repo_dir
 
     with pytest.raises(MissingWeightsError, match=r"train\.model\.models_dir") as err:
         repo_dir("black-forest-labs/FLUX.1-dev", tmp_path, ("transformer",))

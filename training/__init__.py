@@ -1,5 +1,5 @@
 """Bundled trainer: LoRA / MoE-LoRA fine-tuning of FLUX and Qwen-Image on vicl shards."""
 
-from pipelines import torchvision_compat as _tv
+from core import torchvision_compat as _tv
 
 _tv.install()

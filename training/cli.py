@@ -133,17 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--cell-size", type=int, default=None)
     add_seed_arguments(i)
-    e = sub.add_parser("eval", help="score an adapter or a folder of predictions on eval shards")
-    e.add_argument("--params", default="params.yaml")
-    add_eval_arguments(e)
-    args = ap.parse_args(argv)
+    args = ap.parse_args(argv)  # evaluation is `vicl eval`: it reads the whole params (annotators for the ceiling)
     if args.cmd == "train":
         res = train(args.params)
         print(f"trained {res.steps} steps; adapter: {res.adapter_dir}; log: {res.log_path}")
-    elif args.cmd == "eval":
-        from pipelines.params import load_params
-
-        return eval_main(args, load_params(args.params))
     else:
         infer_main(args)
     return 0

@@ -1,6 +1,7 @@
 """Read vicl WebDataset shards into batches of one layout (and, optionally, one task family).
 
-A shard sample is `json` (pipelines.sample_schema.SampleRecord) + `grid.png`. The grid is
+A shard sample is `json` (core.sample_schema.SampleRecord) + `grid.png`, read by the shared
+reader (core/sample_reader.py, which checks the schema version). The grid is
 cut into cells with each cell's `box`; cells are resized to a multiple of 16 px so that
 every cell covers whole FLUX/Qwen latent tokens (VAE /8, then 2x2 packing). FLUX position
 ids and Qwen `img_shapes` are shared by a batch, so a batch only holds samples of one
@@ -25,7 +26,8 @@ import webdataset as wds
 from PIL import Image
 
 import training  # noqa: F401  - torchvision shim before any image library
-from pipelines.sample_schema import GRID_FIELD, JSON_FIELD, SCHEMA_VERSION
+from core.sample_reader import Sample, parse_record, read_samples
+from core.sample_schema import GRID_FIELD, JSON_FIELD
 
 TOKEN_PX = 16  # one packed latent token: VAE factor 8 x patch 2
 
@@ -139,13 +141,15 @@ def _resize(cell: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(cell).resize((hw[1], hw[0]), Image.Resampling.BICUBIC))
 
 
-def decode_sample(raw: dict, cell_size: int | None = None) -> GridSample:
-    """A raw webdataset sample (bytes per field) into a GridSample."""
-    record = json.loads(raw[JSON_FIELD])
-    if record.get("schema") != SCHEMA_VERSION:
-        raise ValueError(f"sample {raw.get('__key__')}: schema {record.get('schema')!r} != {SCHEMA_VERSION!r}")
-    hw = fitted_cell_hw(record, cell_size)
-    return GridSample(raw.get("__key__", record["key"]), record, None, hw, png=raw[GRID_FIELD])
+def decode_sample(raw: Sample | dict, cell_size: int | None = None) -> GridSample:
+    """A shard sample (core.sample_reader.Sample, or a dict of bytes per field: `json`, `grid.png`,
+    optionally `__key__`) into a GridSample; the PNG is not decoded yet."""
+    if isinstance(raw, Sample):
+        key, record, png = raw.key, dict(raw.record), raw.images[GRID_FIELD]
+    else:
+        record = dict(parse_record(raw[JSON_FIELD], key=raw.get("__key__"), shard=raw.get("__url__")))
+        key, png = raw.get("__key__", record["key"]), raw[GRID_FIELD]
+    return GridSample(key, record, None, fitted_cell_hw(record, cell_size), png=png)
 
 
 def expand_shards(patterns: Iterable[str]) -> list[str]:
@@ -162,16 +166,18 @@ def expand_shards(patterns: Iterable[str]) -> list[str]:
 
 
 def raw_sample_stream(urls: list[str], *, seed: int, shuffle_buffer: int) -> wds.DataPipeline:
-    """Infinite, resampled stream of raw samples; split by node/worker for multi-node runs.
+    """Infinite, resampled stream of shard samples (core.sample_reader.Sample: record checked,
+    images undecoded); split by node/worker for multi-node runs.
 
     This is WebDataset(resampled=True) spelled out so the shard draw is deterministic
-    (ResampledShards seeds from rank*1000 + worker, the epoch and `seed`).
+    (ResampledShards seeds from rank*1000 + worker, the epoch and `seed`); the tars are walked
+    by the shared reader.
     """
     stages = [
         wds.ResampledShards(urls, seed=seed, deterministic=True),
         wds.split_by_node,
         wds.split_by_worker,
-        wds.tarfile_to_samples(),
+        read_samples,
     ]
     if shuffle_buffer > 0:
         stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 16),
@@ -222,10 +228,10 @@ def family_draws(families: list[str], weights: dict[str, float], *, seed: int, r
 
 
 def scan_families(urls: list[str]) -> list[str]:
-    """Families present in the shards (reads only the json members)."""
+    """Families present in the shards (decodes no image)."""
     fams = set()
-    for sample in wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples()):
-        rec = json.loads(sample[JSON_FIELD])
+    for sample in wds.DataPipeline(wds.SimpleShardList(urls), read_samples):  # SimpleShardList: braces
+        rec = sample.record
         fams.add(str(rec.get("family") or rec.get("task") or ""))
     return sorted(fams)
 

@@ -25,7 +25,6 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from glob import glob
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -33,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 import training  # noqa: F401
-from pipelines.sample_schema import GRID_FIELD, JSON_FIELD
+from core.sample_reader import RawSample, Sample, decode_png, parse_sample, read_samples, shard_paths
 from training import metrics as M
 
 BASELINES = ("copy_query", "copy_exemplar", "annotator")
@@ -102,49 +101,35 @@ def _cells_sorted(record: dict) -> list[dict]:
     return sorted(record["cells"], key=lambda c: (c["row"], c["col"]))
 
 
-def _decode(png: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(png)) as im:
-        return np.asarray(im.convert("RGB"))
+def _decode(data: bytes) -> np.ndarray:
+    return decode_png(data)  # any format PIL reads (prediction folders hold jpg and webp too)
 
 
-def decode_eval_sample(raw: dict) -> EvalSample:
-    """A raw webdataset sample of either layout."""
-    from pipelines.layouts import sequence_field
-
-    record = json.loads(raw[JSON_FIELD])
-    key = raw.get("__key__", record["key"])
-    if GRID_FIELD in raw:
-        grid = _decode(raw[GRID_FIELD])
-        cells = [grid[y0:y1, x0:x1] for x0, y0, x1, y1 in (c["box"] for c in _cells_sorted(record))]
-    else:
-        cells = [_decode(raw[sequence_field(c["row"], c["col"])]) for c in _cells_sorted(record)]
-    return EvalSample(key, record, cells)
+def decode_eval_sample(raw: Sample | dict) -> EvalSample:
+    """A shard sample of either layout (core.sample_reader.Sample, or a dict of bytes per field with
+    `json` and `grid.png` or `r<i>c<j>.png`), its cells decoded; the record's schema is checked."""
+    if not isinstance(raw, Sample):
+        fields = {k: v for k, v in raw.items() if not k.startswith("__")}
+        key = raw.get("__key__") or json.loads(fields.get("json", b"{}")).get("key", "")
+        raw = parse_sample(RawSample(str(raw.get("__url__", "")), str(key), fields))
+    return EvalSample(raw.key, dict(raw.record), raw.cells())
 
 
 def shard_urls(paths: Iterable[str | Path]) -> list[str]:
     """Tar files from files, globs and folders (searched recursively), sorted and deduplicated."""
-    urls: set[str] = set()
-    for p in map(str, paths):
-        if Path(p).is_dir():
-            urls.update(str(x) for x in Path(p).rglob("*.tar"))
-        elif any(ch in p for ch in "*?["):
-            urls.update(glob(p, recursive=True))
-        else:
-            urls.add(p)
-    if not urls:
-        raise FileNotFoundError(f"no eval shards in {list(map(str, paths))}")
-    return sorted(urls)
+    paths = list(paths)
+    try:
+        return shard_paths(paths)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no eval shards in {list(map(str, paths))}") from None
 
 
 def read_eval_set(paths: Iterable[str | Path], limit: int | None = None) -> list[EvalSample]:
     """Every sample of the shards, in key order (a sample in both layouts is read once)."""
-    import webdataset as wds
-
     seen: dict[str, EvalSample] = {}
-    for raw in wds.DataPipeline(wds.SimpleShardList(shard_urls(paths)), wds.tarfile_to_samples()):
-        key = raw["__key__"]
-        if key not in seen:
-            seen[key] = decode_eval_sample(raw)
+    for sample in read_samples(shard_urls(paths)):
+        if sample.key not in seen:
+            seen[sample.key] = decode_eval_sample(sample)
     samples = [seen[k] for k in sorted(seen)]
     return samples[:limit] if limit else samples
 
@@ -206,15 +191,15 @@ class AnnotatorCeiling:
     absent: never random)."""
 
     def __init__(self, params):
-        from pipelines.params import produced_nodes
+        from annotators.registry import produced_nodes
 
         self.params = params
-        self.producers = produced_nodes(params)
+        self.producers = produced_nodes(params.annotate.annotators)
         self._built: dict[str, tuple] = {}
 
     def _annotator(self, name: str):
         if name not in self._built:
-            from pipelines.annotator_runtime import build_annotator
+            from annotators.runtime import build_annotator
 
             from training.infer import resolve_device
 
@@ -226,10 +211,10 @@ class AnnotatorCeiling:
         return self._built[name]
 
     def __call__(self, s: EvalSample) -> np.ndarray | None:
-        from pipelines.annotator_runtime import encode_output
-        from pipelines.images import decode_rgb
-        from pipelines.layouts import fit_cell
-        from pipelines.node_types import resample_kind
+        from annotators.runtime import encode_output
+        from core.images import decode_rgb
+        from core.grid import fit_cell
+        from core.node_types import resample_kind
 
         node = s.target_node
         name = self.producers.get(node)

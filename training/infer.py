@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import training  # noqa: F401
-from pipelines.sample_schema import SCHEMA_VERSION, cell_boxes
+from core.sample_schema import SCHEMA_VERSION, cell_boxes
 from training import flow_matching as fm
 from training.adapters import AdapterSpec, load_adapter, read_spec
 from training.backends import make_backend

@@ -59,7 +59,7 @@ def metric_kind(node: str) -> str:
             return kind
     if node in ("depth", "normal"):
         return node
-    from pipelines.node_types import NODE_TYPES
+    from core.node_types import NODE_TYPES
 
     nt = NODE_TYPES.get(node)
     if node.startswith("edit_") or (nt is not None and nt.group in EDIT_GROUPS):

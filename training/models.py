@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 
 import training  # noqa: F401
-from annotators.base import MissingWeightsError, WeightSpec
-from annotators.weights import resolve
+from training.base_weights import repo_dir
+from core.weights import MissingWeightsError, WeightSpec
+from core.weights import resolve
 
 
 # For `vicl models list/check/fetch`: the base repositories the trainer can load.
@@ -37,17 +38,6 @@ class BaseModels:
     repo_id: str = ""
 
 
-MODELS_DIR_KEY = "train.model.models_dir"  # the trainer's own key (not annotate.models_dir)
-
-
-def repo_dir(repo_id: str, models_dir: str | Path | None, subfolders: tuple[str, ...]) -> Path:
-    """Local folder of a base repo holding all `subfolders`, else MissingWeightsError."""
-    root = resolve(WeightSpec(repo_id, description="base model for the bundled trainer"), models_dir, MODELS_DIR_KEY)
-    missing = [s for s in subfolders if not (root / s).is_dir()]
-    if missing:
-        raise MissingWeightsError(WeightSpec(repo_id, filename=f"{missing[0]}/config.json"),
-                                  [str(root / m) for m in missing], MODELS_DIR_KEY)
-    return root
 
 
 def load_transformer(backend: str, repo_id: str, models_dir, dtype=torch.float32):

@@ -141,7 +141,7 @@ def make_prompt_encoder(model_params, transformer_config, dtype=torch.float32, d
             return RandomPromptEncoder(transformer_config.joint_attention_dim,
                                        transformer_config.pooled_projection_dim)
         return RandomPromptEncoder(transformer_config.joint_attention_dim, None, with_mask=True)
-    from training.models import repo_dir
+    from training.base_weights import repo_dir
 
     repo = model_params.repo_id()
     if model_params.backend == "flux":

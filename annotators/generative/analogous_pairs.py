@@ -18,7 +18,8 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from annotators.base import NodeOutput, WeightSpec
+from annotators.base import NodeOutput
+from core.weights import WeightSpec
 from annotators.generative import loader, prompts
 from annotators.generative.common import (PROMPT_MODEL_DEFAULT, PROMPT_MODEL_WEIGHTS, GenerativeAnnotator,
                                           GenerativeParams, Job, flux_call_args)

@@ -15,7 +15,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, WeightSpec, seed_for
+from annotators.base import Annotator, AnnotatorParams, NodeOutput, Resources, seed_for
+from core.weights import WeightSpec
 from annotators.generative import loader
 from annotators.generative.nodes import output_nodes
 from annotators.generative import prompts

@@ -12,7 +12,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
-from annotators.base import WeightSpec
+from core.weights import WeightSpec
 from annotators.generative import loader, prompts
 from annotators.generative.common import (PROMPT_MODEL_WEIGHTS, CaptionParams, GenerativeAnnotator, Job,
                                           flux_call_args)

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from annotators.base import WeightSpec
+from core.weights import WeightSpec
 from annotators.generative import loader, prompts
 from annotators.generative.common import (PROMPT_MODEL_WEIGHTS, CaptionParams, GenerativeAnnotator, Job,
                                           flux_call_args)

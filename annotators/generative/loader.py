@@ -1,6 +1,6 @@
 """What every generative annotator shares: finding a pipeline repo on disk, dtypes, sizes, seeds, pixels.
 
-Pipelines load only from `annotate.models_dir` or the HF cache (`annotators.weights.resolve`),
+Pipelines load only from `annotate.models_dir` or the HF cache (`core.weights.resolve`),
 with `local_files_only=True`; a missing repo raises `MissingWeightsError` naming it.
 """
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from annotators.base import WeightSpec
+from core.weights import WeightSpec
 
 
 def repo_path(repo_id: str, models_dir: Path | None, description: str = "") -> Path:
-    from annotators.weights import resolve
+    from core.weights import resolve
 
     return resolve(WeightSpec(repo_id, None, description), models_dir)
 

@@ -13,7 +13,7 @@ are registered in the group `generative_variant`, which no family selects.
 
 from __future__ import annotations
 
-from pipelines.node_types import register_node_type
+from core.node_types import register_node_type
 
 VARIANT_GROUP = "generative_variant"
 
@@ -40,13 +40,13 @@ def reference_nodes(base: str, n: int) -> tuple[str, ...]:
 
 
 def _ensure(name: str, group: str, description: str) -> None:
-    # pipelines/node_types.py lists the same entries (so the registry has them without importing
+    # core/node_types.py lists the same entries (so the registry has them without importing
     # this package); registering again is a no-op when they agree and raises when they do not
     register_node_type(name, group, description)
 
 
 def variant_node_types() -> list[tuple[str, str, str]]:
-    """(name, group, description) of every node type this package adds to pipelines/node_types.py."""
+    """(name, group, description) of every node type this package adds to core/node_types.py."""
     out = []
     for base, n in MAX_OUTPUTS.items():
         for i in range(1, n):

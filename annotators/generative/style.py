@@ -19,7 +19,8 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from annotators.base import NodeOutput, WeightSpec
+from annotators.base import NodeOutput
+from core.weights import WeightSpec
 from annotators.generative import loader, prompts
 from annotators.generative.common import CaptionParams, GenerativeAnnotator, Job, flux_call_args
 from annotators.generative.nodes import MAX_OUTPUTS, output_node, reference_node
@@ -174,7 +175,7 @@ class InstantStyle(_StyleAnnotator):
         from diffusers import StableDiffusionXLImg2ImgPipeline
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-        from annotators.weights import resolve
+        from core.weights import resolve
 
         p = self.params
         adapter = resolve(WeightSpec(p.ip_adapter_repo, IP_ADAPTER_FILE), self.models_dir)

@@ -1,1 +1,12 @@
-"""The pipeline's stages; each is a pure core plus a thin Ray Data wrapper, called by the CLI and dvc alike."""
+"""The stages of a build, in the order `vicl run` runs them (pipelines/stage.py: what each declares).
+A new stage is a module that defines its `STAGE`, and one line here."""
+
+from pipelines.stages import annotate, export, ingest, mine, sample
+
+STAGES = (
+    ingest.STAGE,
+    annotate.STAGE,
+    mine.STAGE,
+    sample.STAGE,
+    export.STAGE,
+)

@@ -31,12 +31,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipelines import ray_runtime
+from pipelines import executor
 from pipelines.annotation_plan import AnnotatorRun, online_nodes, plan
-from pipelines.annotator_runtime import build_annotator, encode_output
+from annotators.runtime import build_annotator, encode_output
 from pipelines.catalog import Catalog
-from pipelines.images import decode_rgb
+from core.images import decode_rgb
 from pipelines.params import Params
+from pipelines.stage import Stage, StageOrderError
 from pipelines.store import (IMPORT_ANNOTATOR, NODE_SCHEMA, NodeStore, clean_temp_files, folder_summary, part_id,
                              part_name, part_writer, read_part, remove_tree, write_json)
 
@@ -221,8 +222,9 @@ def _free_accelerator_memory() -> None:
 _PART_GROUP: dict[str, AnnotatorGroup] = {}  # per worker process: the last group, built once
 
 
-def annotate_part_task(inputs: dict[str, str], runs: list[dict], paths: dict[str, str], batch_size: int) -> dict:
-    """A Ray task: one part of a fused group of weight-free CPU operators."""
+def annotate_part_task(runs: list[dict], item: tuple) -> dict:
+    """A Ray task: one part (inputs, output paths, batch size) of a fused group of weight-free CPU operators."""
+    inputs, paths, batch_size = item
     key = json.dumps(runs, sort_keys=True)
     if key not in _PART_GROUP:
         _PART_GROUP.clear()
@@ -275,7 +277,7 @@ def run_group(group: list[AnnotatorRun], folders: dict[str, Path], store: NodeSt
         label = group[0].name if len(group) == 1 else f"{len(group)} CPU annotators"
         bar = (progress or _NoBar)(total=len(items), desc=f"annotate {label}")
         batch_size = min(r.batch_size for r in group)
-        if ray_runtime.inline(len(items)):
+        if executor.inline(len(items)):
             results = _run_here(items, args, batch_size, bar)
         elif params.annotate.cpu_executor == "tasks" and all(r.num_gpus == 0 and r.weight_free for r in group):
             results = _run_part_tasks(group, items, args, batch_size, bar)
@@ -306,57 +308,28 @@ def _run_part_tasks(group: list[AnnotatorRun], items: list[dict], args: list[dic
 
     Nothing to load per worker, so an actor pool buys nothing, and a task that writes its own
     files spares the hand-over of every output through the object store and the driver."""
-    ray = ray_runtime.ray_module()
     num_cpus = max(r.num_cpus for r in group)
     args[0]["cpu_threads"] = max(1, round(num_cpus))
-    task = ray.remote(num_cpus=num_cpus)(annotate_part_task)
-    runs = ray.put(args)  # once, not once per part
-    queue = iter(items)
-    results = {}
-
-    def submit(count: int) -> dict:
-        return {task.remote(i["inputs"], runs, i["paths"], batch_size): i["part"] for i in itertools.islice(queue, count)}
-
-    # A bounded window keeps every CPU busy without one pending task per part of a large corpus.
-    pending = submit(max(2, 2 * int(ray.cluster_resources().get("CPU", 1) / num_cpus)))
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        for ref in done:
-            results[pending.pop(ref)] = ray.get(ref)
-        bar.update(len(done))
-        pending.update(submit(len(done)))
-    return results
+    results = executor.bounded_tasks(annotate_part_task, args, [(i["inputs"], i["paths"], batch_size) for i in items],
+                                     num_cpus=num_cpus, on_done=bar.update)
+    return {i["part"]: r for i, r in zip(items, results)}
 
 
 def _run_actor_pool(group: list[AnnotatorRun], items: list[dict], args: list[dict], batch_size: int, bar) -> dict:
-    """Ray Data: parts -> an actor pool (one model per actor) that annotates and writes each part."""
-    ray = ray_runtime.ray_module()
-    size, num_cpus = _pool(group)
-    if all(r.num_gpus == 0 for r in group):
+    """Parts -> an actor pool (one model per actor) that annotates and writes each part."""
+    gpu = any(r.num_gpus > 0 for r in group)
+    size, num_cpus = executor.pool_size(max(r.concurrency for r in group), max(r.num_cpus for r in group), gpu)
+    if not gpu:
         args[0]["cpu_threads"] = max(1, round(num_cpus))
     rows = [{"part": i["part"], "inputs": json.dumps(i["inputs"]), "paths": json.dumps(i["paths"]),
              "batch_size": batch_size} for i in items]
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-        AnnotatorGroup, fn_constructor_kwargs={"runs": args}, batch_size=1, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=size), num_gpus=max(r.num_gpus for r in group), num_cpus=num_cpus)
+    ds = executor.actor_pool(rows, AnnotatorGroup, size=size, num_cpus=num_cpus,
+                             num_gpus=max(r.num_gpus for r in group), constructor_kwargs={"runs": args})
     results = {}
     for row in ds.iter_rows():
         results[str(row["part"])] = {"status": str(row["status"]), "detail": str(row["detail"])}
         bar.update(1)
     return results
-
-
-def _pool(group: list[AnnotatorRun]) -> tuple[int, float]:
-    """(pool size, CPUs per actor): GPU pools as configured; a CPU pool one actor per core of every node."""
-    import ray
-
-    concurrency = max(r.concurrency for r in group)
-    num_cpus = max(r.num_cpus for r in group)
-    if any(r.num_gpus > 0 for r in group):
-        return concurrency, num_cpus
-    node_cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]]
-    node_cpus = [c for c in node_cpus if c >= 1] or [1.0]
-    return max(1, min(concurrency, sum(int(c) for c in node_cpus))), min([num_cpus] + [c / int(c) for c in node_cpus])
 
 
 class _NoBar:
@@ -390,9 +363,7 @@ def _prune(runs: list[AnnotatorRun], store: NodeStore, prune_folders: bool) -> N
 
 
 def run_annotate(params: Params, store: NodeStore, progress=None) -> list[dict]:
-    if not store.image_parts() and not (store.images_dir / "listing.parquet").exists():
-        from pipelines.catalog import StageOrderError
-
+    if not store.image_parts() and not (store.listing_path).exists():
         raise StageOrderError(f"no ingested images in {store.root}: run `vicl ingest` first")
     runs = plan(params, store)
     folders = _folders(runs, store)
@@ -405,7 +376,7 @@ def run_annotate(params: Params, store: NodeStore, progress=None) -> list[dict]:
     for folder in sorted({r.folder for r in runs}):
         folder_summary(folder)  # brought up to date once here, so later stages only read it
     made = {node: (run.name, run.folder) for run in runs for node in run.produces}
-    # nodes a source brought (pipelines/source_layouts.py: graph200k) serve the node types no
+    # nodes a source brought (pipelines/records.py: graph200k) serve the node types no
     # configured annotator makes; an annotator of the same node type takes its place everywhere
     imported = folder_summary(store.imported_dir)
     imported = imported.filter(pa.compute.is_null(imported["error"]))
@@ -413,3 +384,23 @@ def run_annotate(params: Params, store: NodeStore, progress=None) -> list[dict]:
                  if node not in made})
     Catalog.write(store, made, online_nodes(params), params.annotate.plugins)
     return results
+
+
+def annotate_status(params: Params, store: NodeStore) -> list[str]:
+    parts = store.image_parts()
+    return [f"annotate: {run.name:<24} {sum((run.folder / p.name).exists() for p in parts)}/{len(parts)} parts"
+            f"  -> {', '.join(run.produces)}" for run in plan(params, store)]
+
+
+def _check_weights(params: Params, source: str) -> None:
+    from pipelines.models_cli import require_weights
+
+    require_weights(params)  # every missing weight listed at once, before Ray starts
+
+
+STAGE = Stage(
+    name="annotate", help="run every configured annotator over every image, in dependency order",
+    run=run_annotate, check=_check_weights, status=annotate_status,
+    reads=("{store}/images",), writes=("{store}/nodes",), persist=("{store}/nodes",),
+    done="store.catalog_path", params=("annotate",),
+    code=("annotators", "core", "pipelines/stages/annotate.py", "pipelines/annotation_plan.py", "pipelines/catalog.py"))

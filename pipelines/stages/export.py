@@ -24,10 +24,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import ray_runtime, shard_layout
-from pipelines.annotator_runtime import render_online
-from pipelines.catalog import Catalog, StageOrderError
-from pipelines.layouts import shape_set
+from pipelines import executor, shard_layout
+from annotators.runtime import render_online
+from pipelines.catalog import Catalog
+from pipelines.stage import Stage, StageOrderError
+from core.grid import shape_set
 from pipelines.manifest import build_manifest
 from pipelines.params import Params
 from pipelines.sampling import SPLITS
@@ -39,7 +40,8 @@ from pipelines.episode_shards import write_episode_shards  # issue 14
 from pipelines.subjects import alias_reference_cells, apply_aliases  # issue 14
 
 # The code that renders a shard: a change to it rewrites the shards it made.
-_RENDER_CODE = ("shards.py", "layouts.py", "sample_schema.py", "images.py", "annotator_runtime.py", "node_types.py")
+_RENDER_CODE = ("pipelines/shards.py", "core/grid.py", "core/map_resize.py", "core/sample_schema.py", "core/images.py",
+                "annotators/runtime.py", "core/node_types.py")  # relative to the repository root
 QUALITY_SCHEMA = pa.schema([("annotator", pa.string()), ("node_type", pa.string()), ("image_id", pa.string()),
                             ("reason", pa.string()), ("part", pa.string())])
 
@@ -111,7 +113,7 @@ def shard_sets(samples: list[dict], export: ExportParams) -> list[tuple[str, str
 
 
 def _render_digest() -> str:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     digest = hashlib.sha256()
     for name in _RENDER_CODE:
         digest.update((root / name).read_bytes())
@@ -233,18 +235,12 @@ def run_export(params: Params, store: NodeStore, progress=None) -> dict:
     shard_layout.write_index(out, sets)
     write_json(new_plan, plan_file)
     pending = [{**item, "store": str(store.root)} for item in items if not Path(item["path"]).exists()]
-    if pending:
-        if ray_runtime.inline(len(pending)):
-            rows = map(write_shard, pending)
-        else:
-            ray = ray_runtime.ray_module()
-            rows = ray.data.from_items(pending, override_num_blocks=len(pending)).map(write_shard).iter_rows()
-        for _ in (progress(rows, total=len(pending), desc="export shards") if progress else rows):
-            pass
+    for _ in executor.map_tasks(write_shard, pending, progress, "export shards"):
+        pass
     failures = store.failures(cat.annotator_folders())
     write_table(failures, out / "failures.parquet")
     write_table(quality_table(store, cat), out / "quality.parquet")
-    leakage = store.samples_dir / "leakage.json"
+    leakage = store.leakage_path
     if leakage.exists():
         write_json(json.loads(leakage.read_text()), out / "leakage.json")
     graph200k = None
@@ -261,3 +257,27 @@ def run_export(params: Params, store: NodeStore, progress=None) -> dict:
     return {"shards": len(items), "written": len(pending), "samples": manifest["counts"]["samples"],
             "failures": failures.num_rows, **({"graph200k_rows": graph200k["rows"]} if graph200k else {}),
             **({"episodes": episodes["episodes"]} if episodes["episodes"] else {})}  # issue 14
+
+
+def export_status(params: Params, store: NodeStore) -> list[str]:
+    out = Path(params.paths.out)
+    grid = sorted((out / "shards").glob("*/*.tar"))
+    seq = sorted((out / "shards_seq").glob("*/*/*.tar"))
+    plan_file = out / "shards_plan.json"
+    planned = len(json.loads(plan_file.read_text())) if plan_file.exists() else 0
+    return [f"export:   {len(grid) + len(seq)}/{planned} shards ({len(grid)} grid, {len(seq)} sequence)"
+            + (", manifest written" if (out / "manifest.json").exists() else ", no manifest")]
+
+
+STAGE = Stage(
+    name="export", help="write WebDataset shards, the failures table and the manifest",
+    run=run_export, status=export_status,
+    reads=("{store}/samples",),
+    writes=tuple(f"{{out}}/{name}" for name in (
+        "shards", "shards_seq", "graph200k", "episodes", "failures.parquet", "quality.parquet", "leakage.json",
+        "shards_plan.json", shard_layout.INDEX_FILE, "manifest.json")),
+    persist=("{out}/shards", "{out}/shards_seq", "{out}/shards_plan.json", f"{{out}}/{shard_layout.INDEX_FILE}"),
+    done="{out}/manifest.json", params=("export",),
+    code=("pipelines/shards.py", "core/grid.py", "pipelines/graph200k_export.py", "pipelines/episode_shards.py",
+          "pipelines/stages/export.py", "pipelines/shard_layout.py", "pipelines/manifest.py", "pipelines/verify.py",
+          "annotators/runtime.py", "core/node_types.py"))

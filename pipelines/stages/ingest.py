@@ -27,11 +27,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import ray_runtime
-from pipelines.images import ImageRejected, content_id, decode_for_store, encode_image
+from pipelines import executor
+from core.images import ImageRejected, content_id, decode_for_store, encode_image
 from pipelines.params import IngestParams, Params, SourceParams
-from pipelines.source_layouts import layout_of
-from pipelines.sources import Entry, list_entries, load_chunk, ref_from_stored, ref_from_text, ref_text, stored_ref
+from pipelines.stage import Stage
+from pipelines.records import layout_of
+from pipelines.sources import Entry, check_inputs, list_entries, load_chunk, ref_from_stored, ref_from_text, ref_text, stored_ref
 from pipelines.store import (IMPORT_ANNOTATOR, NODE_SCHEMA, NodeStore, clean_temp_files, folder_summary, part_id,
                              part_name, write_json, write_table)
 
@@ -186,7 +187,7 @@ def _part_of(fingerprint: str, source: SourceParams, entries: list[Entry], base:
 
 
 def read_listing(store: NodeStore) -> tuple[dict, pa.Table]:
-    marker, path = store.images_dir / "ingest.json", store.images_dir / "listing.parquet"
+    marker, path = store.ingest_info_path, store.listing_path
     if not (marker.exists() and path.exists()):
         return {}, LISTING_SCHEMA.empty_table()
     return json.loads(marker.read_text()), pq.read_table(path)
@@ -274,7 +275,7 @@ def _update_tombstones(store: NodeStore, listing: pa.Table) -> None:
     old = old.filter(pa.compute.is_in(old["part"], pa.array(sorted(live_parts), pa.string())))
     dead = pa.concat_tables([old, gone.select(["part", "image_id"])]).group_by(["part", "image_id"]).aggregate([])
     dead = dead.sort_by([("part", "ascending"), ("image_id", "ascending")])
-    path = store.images_dir / "tombstones.parquet"
+    path = store.tombstones_path
     if dead.num_rows or path.exists():
         if not dead.equals(old.sort_by([("part", "ascending"), ("image_id", "ascending")])) or not path.exists():
             write_table(dead, path)
@@ -288,8 +289,8 @@ def run_ingest(params: Params, store: NodeStore, progress=None) -> dict:
         order.setdefault(r["part"], r["seq"])
     info = {"fingerprint": fingerprint, "parts": len(parts), "params": json.loads(params.ingest.model_dump_json()),
             "part_order": sorted(order, key=lambda p: (order[p], p))}
-    write_table(listing, store.images_dir / "listing.parquet")
-    write_json(info, store.images_dir / "ingest.json")
+    write_table(listing, store.listing_path)
+    write_json(info, store.ingest_info_path)
     _update_tombstones(store, listing)
     pending = []
     for part, (k, entries) in sorted(parts.items()):
@@ -300,14 +301,8 @@ def run_ingest(params: Params, store: NodeStore, progress=None) -> dict:
                             "entries": json.dumps([[e.ref, e.container, e.stamp, e.reject] for e in entries]),
                             "source": params.ingest.sources[k].model_dump_json(),
                             "ingest": params.ingest.model_dump_json()})
-    if pending:
-        if ray_runtime.inline(len(pending)):
-            done = map(_ingest_part_task, pending)
-        else:
-            ray = ray_runtime.ray_module()
-            done = ray.data.from_items(pending, override_num_blocks=len(pending)).map(_ingest_part_task).iter_rows()
-        for _ in (progress or _identity)(done, total=len(pending), desc="ingest parts"):
-            pass
+    for _ in executor.map_tasks(_ingest_part_task, pending, progress, "ingest parts"):
+        pass
     folder_summary(store.images_dir)  # up to date when the stage ends: later stages only read it
     folder_summary(store.imported_dir)
     return {**summarise_ingest(store), "new_parts": len(pending)}
@@ -322,5 +317,22 @@ def summarise_ingest(store: NodeStore) -> dict:
     return {"parts": len(store.image_parts()), "ok": ok, "failed": failures.num_rows}
 
 
-def _identity(it, **_):
-    return it
+
+def ingest_status(params: Params, store: NodeStore) -> list[str]:
+    marker = store.ingest_info_path
+    if not marker.exists():
+        return ["ingest:   not run (`vicl ingest`)"]
+    info = json.loads(marker.read_text())
+    parts = store.image_parts()
+    ingest = summarise_ingest(store)
+    return [f"ingest:   {len(parts)}/{info['parts']} parts, {ingest['ok']} images, {ingest['failed']} failed"
+            + ("" if len(parts) == info["parts"] else " (incomplete: run `vicl ingest`)")]
+
+
+STAGE = Stage(
+    name="ingest", help="read the configured sources into the node store (normalised RGB images)",
+    run=run_ingest, check=check_inputs, status=ingest_status,
+    writes=("{store}/images",), persist=("{store}/images",), done="store.listing_path",
+    params=("ingest",),
+    code=("pipelines/stages/ingest.py", "pipelines/sources.py", "pipelines/records.py", "core/images.py",
+          "core/files.py", "pipelines/store.py"))

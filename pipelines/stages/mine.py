@@ -19,7 +19,7 @@ Outputs, written as one set (staged, then swapped in):
   mined/labelled_pairs.parquet  one row per pair of known transformation, with its transform key
   mined/mined.json              counts, the mining stats and the instruction filter's held-out
                                 precision (the manifest, the report and `vicl status` read it)
-  mined/cache/                  embeddings and scores reused by re-runs (mining.stage)
+  mined/cache/                  embeddings and scores reused by re-runs (pipelines.mine_runner)
 With `mine.enabled: false` the set is empty, so the next sample has no mined task; with no pairs
 at all the stage says so in one line and writes an empty set.
 """
@@ -33,8 +33,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.catalog import Catalog
-from pipelines.node_types import NODE_TYPES
+from core.node_types import NODE_TYPES
 from pipelines.params import Params, produced_nodes
+from pipelines.stage import Stage
 from pipelines.store import NodeStore, commit_folder, read_part, recover_folder, staging_folder, write_json, \
     write_table
 
@@ -154,13 +155,13 @@ def _with_cells(quads: pa.Table, pairs: pa.Table) -> pa.Table:
 
 
 def run_mine_stage(params: Params, store: NodeStore, log=print) -> dict:
-    from mining.stage import embed_and_mine, instruction_filter_heldout, kmeans_backends
+    from pipelines.mine_runner import embed_and_mine, instruction_filter_heldout, kmeans_backends
 
     out = store.mined_dir
     recover_folder(out)
     staging = staging_folder(out)
     if not params.mine.enabled:  # an empty set: no stale quadruplets reach the next sample
-        write_json({"enabled": False}, staging / "mined.json")
+        write_json({"enabled": False}, staging / store.mined_summary_path.name)
         commit_folder(staging, out)
         return {"enabled": False}
     pairs = gather_pairs(params, store, Catalog.load(store))
@@ -180,7 +181,7 @@ def run_mine_stage(params: Params, store: NodeStore, log=print) -> dict:
         summary.update({"quadruplets": quads.num_rows, "kmeans_backend": kmeans_backends(params.mine),
                         "instruction_filter_heldout": instruction_filter_heldout(params.mine, out / "cache"),
                         **{k: (int(v) if isinstance(v, (int, float)) else v) for k, v in result.stats.items()}})
-    write_json(summary, staging / "mined.json")
+    write_json(summary, staging / store.mined_summary_path.name)
     if (out / "cache").exists():
         os.replace(out / "cache", staging / "cache")  # the embedding cache survives the swap
     commit_folder(staging, out)
@@ -189,3 +190,23 @@ def run_mine_stage(params: Params, store: NodeStore, log=print) -> dict:
 
 def _counts(values: pa.ChunkedArray) -> dict[str, int]:
     return {o["values"]: o["counts"] for o in sorted(pc.value_counts(values).to_pylist(), key=lambda o: o["values"])}
+
+
+def mine_status(params: Params, store: NodeStore) -> list[str]:
+    mined = store.mined_summary_path
+    if not params.mine.enabled:
+        return ["mine:     disabled"]
+    if not (mined.exists() and json.loads(mined.read_text()).get("enabled", True)):
+        return ["mine:     not run"]
+    m = json.loads(mined.read_text())
+    labelled = (f"{m['labelled_pairs']} of known transform ({m.get('transform_keys', 0)} keys, paired by label "
+                "at sample), ") if m.get("labelled_pairs") else ""
+    return [f"mine:     {m.get('pairs', 0)} pairs: {labelled}{m.get('quadruplets', 0)} mined quadruplets"]
+
+
+STAGE = Stage(
+    name="mine", help="mine open-domain edit quadruplets (task vectors, K-Means, neighbours, dual filter)",
+    run=lambda params, store, progress=None: run_mine_stage(params, store), status=mine_status,
+    reads=("{store}/images", "{store}/nodes"), writes=("{store}/mined",), persist=("{store}/mined",),
+    done="store.mined_summary_path", params=("mine",),
+    code=("mining", "pipelines/stages/mine.py", "pipelines/mine_runner.py"))

@@ -24,11 +24,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.catalog import Catalog, StageOrderError
+from pipelines.catalog import Catalog
+from pipelines.stage import Stage, StageOrderError, code_digest
 from pipelines.params import Params
 from pipelines.edit_quadruplets import pairing_summary
-from pipelines.node_types import NODE_TYPES
-from pipelines.sampling import auto_tasks, eval_count, sample
+from core.node_types import NODE_TYPES
+from pipelines.sampling import eval_count, sample
 from pipelines.sampling_params import SamplerParams
 from pipelines.splits import (leakage_report, merge_groups, near_duplicate_groups, sample_image_ids,
                               separate_hash_near_duplicates)
@@ -36,14 +37,9 @@ from pipelines.store import (NodeStore, commit_folder, read_part, recover_folder
                              write_table)
 from pipelines.subject_sampling import stage_episodes, subject_sampling  # issue 14
 from pipelines.task_mix import mix_summary
-from pipelines.tasks import MINED_TASK, Task, explicit_task
+from pipelines.tasks import MINED_TASK, Task, configured_tasks
 
 KEYED_GROUPS = ("synthetic_edit", "synthetic_pair")  # node groups whose meta holds a transform key
-
-# The code that decides the samples: a change to it re-samples even when the data did not change.
-_SAMPLER_CODE = ("sampling.py", "ring.py", "sampling_params.py", "edit_quadruplets.py", "task_mix.py", "tasks.py", "task_families.yaml", "instructions.py",
-                 "instruction_phrases.yaml", "splits.py", "stages/sample.py",
-                 "subjects.py", "episodes.py", "subject_sampling.py")  # issue 14
 
 _INSTRUCTION = pa.struct([("layout", pa.string()), ("task", pa.string()), ("content", pa.string()),
                           ("text", pa.string())])
@@ -66,16 +62,6 @@ def samples_dir(store: NodeStore) -> Path:
     return store.samples_dir
 
 
-def configured_tasks(params: Params, nodes=None) -> list[Task]:
-    """The explicit task list, or every family task over `nodes` (default: the configured producers)."""
-    sp = params.sample
-    if sp.tasks != "auto":
-        return [explicit_task(t.name, t.path, t.family) for t in sp.tasks]
-    if nodes is None:
-        from pipelines.params import produced_nodes
-
-        nodes = list(produced_nodes(params))
-    return auto_tasks(nodes, sp)
 
 
 def node_meta(cat: Catalog, node: str) -> dict[str, dict]:
@@ -143,9 +129,7 @@ def record_links(store: NodeStore, index) -> tuple[np.ndarray, np.ndarray]:
 def inputs_fingerprint(params: Params, cat: Catalog) -> str:
     digest = hashlib.sha256(cat.fingerprint().encode())
     digest.update(params.sample.model_dump_json().encode())
-    root = Path(__file__).resolve().parent.parent
-    for name in _SAMPLER_CODE:
-        digest.update((root / name).read_bytes())
+    digest.update(code_digest(SAMPLER_CODE).encode())  # the code that decides the samples
     return digest.hexdigest()[:16]
 
 
@@ -161,7 +145,7 @@ def run_sample(params: Params, store: NodeStore) -> dict:
     recover_folder(folder)
     cat = Catalog.load(store)
     fingerprint = inputs_fingerprint(params, cat)
-    marker = folder / "inputs.json"
+    marker = store.sample_inputs_path
     if marker.exists() and json.loads(marker.read_text()).get("fingerprint") == fingerprint \
             and store.samples_path.exists():
         return {**json.loads(marker.read_text())["summary"], "up_to_date": True}
@@ -218,11 +202,30 @@ def run_sample(params: Params, store: NodeStore) -> dict:
     staging = staging_folder(folder)
     write_table(pa.Table.from_pylist(samples, schema=SAMPLES_SCHEMA), staging / store.samples_path.name)
     write_table(pa.table({"image_id": ids, "group": ids.take(pa.array(group)), "split": pa.array(splits.tolist())},
-                         schema=SPLITS_SCHEMA), staging / "splits.parquet")
+                         schema=SPLITS_SCHEMA), staging / store.splits_path.name)
     episodes = stage_episodes(subjects, index, splits, sp.episodes, staging)  # issue 14: episodes.parquet
     if episodes is not None:
         summary["episodes"] = episodes
-    write_json(leakage, staging / "leakage.json")
-    write_json({"fingerprint": fingerprint, "summary": summary}, staging / "inputs.json")
+    write_json(leakage, staging / store.leakage_path.name)
+    write_json({"fingerprint": fingerprint, "summary": summary}, staging / store.sample_inputs_path.name)
     commit_folder(staging, folder)
     return summary
+
+
+def sample_status(params: Params, store: NodeStore) -> list[str]:
+    if not store.samples_path.exists():
+        return ["sample:   not run"]
+    return [f"sample:   {pq.read_metadata(store.samples_path).num_rows} samples"]
+
+
+# The code that decides the samples: a change to it re-samples even when the data did not change.
+SAMPLER_CODE = tuple(f"pipelines/{name}" for name in (
+    "sampling.py", "ring.py", "sampling_params.py", "edit_quadruplets.py", "task_mix.py", "tasks.py",
+    "task_families.yaml", "instructions.py", "instruction_phrases.yaml", "splits.py", "catalog.py", "subjects.py",
+    "subject_sampling.py", "episodes.py", "stages/sample.py")) + ("core/perceptual_hash.py",)
+
+STAGE = Stage(
+    name="sample", help="draw in-context samples (tasks x rows of distinct images) into the samples table",
+    run=lambda params, store, progress=None: run_sample(params, store), status=sample_status,
+    reads=("{store}/images", "{store}/nodes", "{store}/mined"), writes=("{store}/samples",),
+    done="store.samples_path", params=("sample",), code=SAMPLER_CODE)

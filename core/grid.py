@@ -4,7 +4,7 @@ Aspect rule: every cell of a sample has one shape. `square` (Graph200K): R x R. 
 query row's source image aspect a = w / h, clamped to [1 / max_aspect, max_aspect], at area
 ~ R^2: h = round(R / sqrt(a) / 16) * 16, w = round(R * sqrt(a) / 16) * 16 (both >= 16). Each
 cell image is centre-cropped to that aspect, then resized - no padding, no stretching - with the
-method of its node type's resample kind (pipelines/node_types.py): Lanczos for continuous
+method of its node type's resample kind (core/node_types.py): Lanczos for continuous
 images (photos, depth, normals), the line-preserving max over each footprint for edge and line
 maps, nearest neighbour for masks and label maps (only their original values survive).
 
@@ -48,7 +48,7 @@ def fit_cell(rgb: np.ndarray, hw: tuple[int, int], kind: str = "continuous") -> 
         return crop
     if kind == "continuous":
         return np.asarray(Image.fromarray(crop).resize((tw, th), Image.LANCZOS))
-    from annotators.map_resize import resize_map
+    from core.map_resize import resize_map
 
     return resize_map(crop, th, tw, kind)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pipelines.images import ImageRejected, content_id
+from core.images import ImageRejected, content_id
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def read_member(value: Any, root: Path | None) -> bytes | Exception:
     path = (root / value).resolve()
     if not path.is_relative_to(root.resolve()):  # a link that points out of the root
         return ImageRejected("unsafe_path", f"{value!r} resolves outside the source root {root}")
-    from pipelines.sources import read_regular_file
+    from core.files import read_regular_file
 
     data = read_regular_file(str(path))  # a FIFO, socket or device is a failure, never opened
     if isinstance(data, ImageRejected):
@@ -162,7 +162,7 @@ def _subject_fields(columns) -> list[str]:
 def split_pair(data: bytes) -> tuple[bytes, bytes]:
     """The two halves of a side-by-side pair image, each as lossless PNG; ImageRejected (with its
     reason) for bytes that are no image or no pair."""
-    from pipelines.images import decode_normalised, encode_png
+    from core.images import decode_normalised, encode_png
 
     rgb = decode_normalised(data, max_pixels=_PAIR_MAX_PIXELS, min_side=2)
     height, width = rgb.shape[:2]

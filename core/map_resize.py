@@ -1,6 +1,6 @@
 """Resizing a map by what it holds, so its structure survives the resize.
 
-Three kinds (declared per node type in pipelines/node_types.py, `resample`):
+Three kinds (declared per node type in core/node_types.py, `resample`):
 - "lines": edge and line maps, skeletons, box outlines. Shrinking takes the maximum over each
   target pixel's footprint where the footprint holds at least half a line crossing (the
   footprints partition the source), so a one-pixel line stays one pixel wide and keeps its
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.node_types import RESAMPLE_KINDS
+from core.node_types import RESAMPLE_KINDS
 
 
 def _starts(source: int, target: int) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Starting or joining Ray, the same way for every stage, and only when a stage has work for it.
+"""Where a stage's tasks run: in this process, as Ray tasks, or in a Ray Data actor pool; and
+starting or joining Ray, the same way for every stage, only when a stage has work for it.
 
 A command opens a `session`; Ray starts (or is joined) the first time a stage hands it work
 (`ray_module`), not when the session opens: a run with nothing to do, or with only a part or
@@ -127,3 +128,65 @@ def session(params: RayParams, address: str | None = None):
 
             with _sigint_ignored():
                 ray.shutdown()
+
+
+# --- running a stage's tasks: here, as Ray tasks, or in a Ray Data actor pool ------------------
+
+def map_tasks(fn, items: list, progress=None, desc: str = ""):
+    """`fn` over `items` (plain data), results in item order: here for a task or two (`inline`),
+    else one Ray Data task per item. Ingest's parts and export's shards go through it."""
+    if not items:
+        return iter(())
+    if inline(len(items)):
+        results = map(fn, items)
+    else:
+        ray = ray_module()
+        results = ray.data.from_items(items, override_num_blocks=len(items)).map(fn).iter_rows()
+    return progress(results, total=len(items), desc=desc) if progress else results
+
+
+def bounded_tasks(fn, shared, items: list, *, num_cpus: float, on_done=None) -> list:
+    """`fn(shared, item)` as one Ray task per item, with at most 2 x (CPUs / num_cpus) pending (every
+    CPU busy, yet not one pending task per part of a large corpus); `shared` goes to the object
+    store once. Results in item order; `on_done(n)` after each batch of finished tasks."""
+    import itertools
+
+    ray = ray_module()
+    task = ray.remote(num_cpus=num_cpus)(fn)
+    shared_ref = ray.put(shared)
+    queue = iter(enumerate(items))
+    results: dict[int, object] = {}
+
+    def submit(count: int) -> dict:
+        return {task.remote(shared_ref, item): k for k, item in itertools.islice(queue, count)}
+
+    pending = submit(max(2, 2 * int(ray.cluster_resources().get("CPU", 1) / num_cpus)))
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            results[pending.pop(ref)] = ray.get(ref)
+        if on_done:
+            on_done(len(done))
+        pending.update(submit(len(done)))
+    return [results[k] for k in range(len(items))]
+
+
+def actor_pool(data, cls, *, size: int, num_cpus: float, num_gpus: float = 0, batch_size: int = 1,
+               constructor_kwargs: dict | None = None, batch_format: str = "numpy"):
+    """A Ray Data dataset of `cls(**constructor_kwargs)` (one per actor: a model loads once per actor)
+    over `data` (a Ray Dataset, or rows as a list of dicts), `size` actors."""
+    ray = ray_module()
+    ds = data if isinstance(data, ray.data.Dataset) else ray.data.from_items(data, override_num_blocks=len(data))
+    return ds.map_batches(cls, fn_constructor_kwargs=constructor_kwargs or {}, batch_size=batch_size,
+                          batch_format=batch_format, compute=ray.data.ActorPoolStrategy(size=size),
+                          num_cpus=num_cpus, **({"num_gpus": num_gpus} if num_gpus else {}))
+
+
+def pool_size(concurrency: int, num_cpus: float, gpu: bool) -> tuple[int, float]:
+    """(actors, CPUs per actor): GPU pools as configured; a CPU pool one actor per core of every node."""
+    if gpu:
+        return concurrency, num_cpus
+    ray = ray_module()
+    node_cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]]
+    node_cpus = [c for c in node_cpus if c >= 1] or [1.0]
+    return max(1, min(concurrency, sum(int(c) for c in node_cpus))), min([num_cpus] + [c / int(c) for c in node_cpus])

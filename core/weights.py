@@ -13,7 +13,33 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from annotators.base import MissingWeightsError, WeightSpec
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """A weight file or repository an annotator needs, for `vicl models list/check/fetch`."""
+
+    repo_id: str
+    filename: str | None = None  # None: a whole HF repository (from_pretrained)
+    description: str = ""
+
+
+class MissingWeightsError(FileNotFoundError):
+    """Raised when weights are not on disk; the message names the file, how to get it and the params
+    key that points at the folder (`annotate.models_dir`, or the trainer's `train.model.models_dir`)."""
+
+    def __init__(self, spec: WeightSpec, searched: list[str], key: str = "annotate.models_dir"):
+        what = f"{spec.repo_id}/{spec.filename}" if spec.filename else spec.repo_id
+        fetch = f"vicl models fetch {spec.repo_id}"
+        super().__init__(
+            f"missing weights {what!r} (looked in: {', '.join(searched) or 'nothing'}). "
+            f"Fetch them on a machine with network access with `{fetch}` "
+            f"(or `huggingface-cli download {spec.repo_id}"
+            f"{' ' + spec.filename if spec.filename else ''}`) and point "
+            f"{key} at the folder, or set HF_HOME to a cache that holds them."
+        )
+        self.spec, self.searched, self.key = spec, searched, key
 
 
 def _repo_dirs(models_dir: Path | None, repo_id: str) -> list[Path]:

@@ -21,7 +21,7 @@ class NodeType:
     group: str
     description: str
     stored_as: str = "png"  # png (lossless map/mask) | photo (codec from params) | json (metadata only)
-    # How a map of this type is resized (export cells, annotators/map_resize.py): "lines" keeps
+    # How a map of this type is resized (export cells, core/map_resize.py): "lines" keeps
     # one-pixel lines (max over each footprint), "labels" keeps only original values (nearest),
     # "continuous" (photos, depth, normals) Lanczos / area.
     resample: str = "continuous"

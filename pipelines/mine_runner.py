@@ -1,4 +1,4 @@
-"""The mining stage: pairs (pyarrow table or Ray Dataset) -> embeddings (cached) -> quadruplets.
+"""The mine stage's runner: pairs (a pyarrow table, or a Ray Dataset) -> embeddings (cached) -> quadruplets.
 
 `run_mine(pairs, params, cache_dir)` embeds every source / edited image and instruction not
 yet in `<cache_dir>/embeddings/<embedder key>/` (in-process, or through a Ray actor pool
@@ -32,7 +32,7 @@ from mining.embed import CellEmbedActor, EmbeddingCache, ImageEmbedActor, TextEm
     make_image_embedder, make_text_embedder, text_id
 from mining.kmeans import resolve_backend
 from mining.quadruplets import MineResult, mine
-from pipelines import ray_runtime
+from pipelines import executor
 
 META_COLUMNS = ["pair_id", "source_id", "edited_id", "instruction"]
 # A pair table that holds its images (tests, benchmarks): image ids are the bytes' content ids. The mine
@@ -63,16 +63,12 @@ def _meta_table(pairs: Any) -> pa.Table:
     return meta
 
 
-def _ray_pool_kwargs(params: MineParams, **constructor_kwargs: Any) -> dict[str, Any]:
-    import ray.data
-
+def _embed_pool(data, actor, params: MineParams, **constructor_kwargs: Any):
+    """`actor` (an embedder per actor) over `data` in the executor's actor pool."""
     e = params.embed
-    kwargs: dict[str, Any] = {"compute": ray.data.ActorPoolStrategy(size=e.concurrency),
-                              "batch_size": e.batch_size, "num_cpus": e.num_cpus,
-                              "fn_constructor_kwargs": {"embed_params": e.model_dump(), **constructor_kwargs}}
-    if e.num_gpus:
-        kwargs["num_gpus"] = e.num_gpus
-    return kwargs
+    return executor.actor_pool(data, actor, size=e.concurrency, num_cpus=e.num_cpus, num_gpus=e.num_gpus,
+                               batch_size=e.batch_size,
+                               constructor_kwargs={"embed_params": e.model_dump(), **constructor_kwargs})
 
 
 def _collect(ds, id_col: str) -> tuple[list[str], np.ndarray | None]:
@@ -94,9 +90,9 @@ def embed_images(pairs: Any, params: MineParams, cache: EmbeddingCache, wanted: 
         return
     use_ray = _is_ray_dataset(pairs) or params.embed.backend == "ray"
     if use_ray:
-        ray = ray_runtime.ray_module()
+        ray = executor.ray_module()
         ds = pairs if _is_ray_dataset(pairs) else ray.data.from_arrow(pairs)
-        out = ds.map_batches(ImageEmbedActor, **_ray_pool_kwargs(params, wanted=missing))
+        out = _embed_pool(ds, ImageEmbedActor, params, wanted=missing)
         ids, mat = _collect(out, "image_id")
         if mat is not None:
             cache.put(ids, mat)
@@ -132,9 +128,7 @@ def embed_cells(cells: list[dict], params: MineParams, cache: EmbeddingCache, re
     """Embed store cells: in a Ray actor pool whose workers read their own cells (`embed.backend: ray`;
     only keys and vectors reach the driver), or here, a batch of cells at a time."""
     if params.embed.backend == "ray":
-        ray = ray_runtime.ray_module()
-        ds = ray.data.from_items(cells)
-        ids, mat = _collect(ds.map_batches(CellEmbedActor, **_ray_pool_kwargs(params, reader=reader)), "key")
+        ids, mat = _collect(_embed_pool(cells, CellEmbedActor, params, reader=reader), "key")
         if mat is not None:
             cache.put(ids, mat)
         return
@@ -160,9 +154,8 @@ def embed_texts(texts: list[str], params: MineParams, cache: EmbeddingCache, use
     if not missing:
         return
     if use_ray:
-        ray = ray_runtime.ray_module()
-        ds = ray.data.from_items([{"text_id": i, "text": by_id[i]} for i in missing])
-        ids, mat = _collect(ds.map_batches(TextEmbedActor, **_ray_pool_kwargs(params)), "text_id")
+        rows = [{"text_id": i, "text": by_id[i]} for i in missing]
+        ids, mat = _collect(_embed_pool(rows, TextEmbedActor, params), "text_id")
         if mat is not None:
             cache.put(ids, mat)
         return

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 
-from pipelines.images import decode_rgb, encode_png
+from core.images import decode_rgb, encode_png
 
 
 def build_annotator(name: str, params_json: str, *, device: str = "cpu", models_dir: str | None = None,
