@@ -60,16 +60,14 @@ class Resources:
     num_cpus: float = 1.0
 
 
-class Annotator:
-    """Subclass, set the class attributes, implement `annotate`, and `@register` it."""
+class ConfiguredModel:
+    """What annotators and judges share: validated params, the device, the models folder, and the
+    weights check every stage runs before any work (`models_dir_key`: the params key that names the
+    folder, quoted in the error)."""
 
     name: ClassVar[str]
-    produces: ClassVar[tuple[str, ...]]  # node types written, one row each per image
-    requires: ClassVar[tuple[str, ...]] = ("image",)
-    version: ClassVar[str] = "1"
     Params: ClassVar[type[BaseModel]] = NoParams
-    resources: ClassVar[Resources] = Resources()
-    weights: ClassVar[tuple[WeightSpec, ...]] = ()
+    models_dir_key: ClassVar[str] = "annotate.models_dir"
 
     def __init__(self, params: BaseModel | dict | None = None, *, device: str = "cpu",
                  models_dir: str | Path | None = None):
@@ -78,6 +76,40 @@ class Annotator:
         self.params = params
         self.device = device
         self.models_dir = Path(models_dir) if models_dir else None
+
+    def required_weights(self) -> tuple[WeightSpec, ...]:
+        return ()
+
+    def missing_weights(self) -> list[MissingWeightsError]:
+        """What `load()` would not find, resolved the way it resolves (checked before any work starts)."""
+        from core.weights import resolve
+
+        missing = []
+        for spec in self.required_weights():
+            try:
+                resolve(spec, self.models_dir, key=self.models_dir_key)
+            except MissingWeightsError as e:
+                missing.append(e)
+        return missing
+
+    def load_random(self, size: str = "tiny") -> None:
+        """Tests and benchmarks only: build the same architecture with random weights.
+
+        size="tiny" gives a model small enough for a CPU test; size="full" the real
+        architecture (for timing). Model classes override this; the pipeline never calls it.
+        """
+        raise NotImplementedError(f"{self.name} has no random-weight build")
+
+
+class Annotator(ConfiguredModel):
+    """Subclass, set the class attributes, implement `annotate`, and `@register` it."""
+
+    name: ClassVar[str]
+    produces: ClassVar[tuple[str, ...]]  # node types written, one row each per image
+    requires: ClassVar[tuple[str, ...]] = ("image",)
+    version: ClassVar[str] = "1"
+    resources: ClassVar[Resources] = Resources()
+    weights: ClassVar[tuple[WeightSpec, ...]] = ()
 
     def load(self) -> None:
         """Load weights once per process. Weight-free annotators keep the default.
@@ -98,26 +130,6 @@ class Annotator:
                 swaps[field.default] = value
         return tuple(replace(s, repo_id=swaps.get(s.repo_id, s.repo_id)) for s in self.weights
                      if swaps.get(s.repo_id, s.repo_id) is not None)
-
-    def missing_weights(self) -> list[MissingWeightsError]:
-        """What `load()` would not find, resolved the way it resolves (checked before any work starts)."""
-        from core.weights import resolve
-
-        missing = []
-        for spec in self.required_weights():
-            try:
-                resolve(spec, self.models_dir)
-            except MissingWeightsError as e:
-                missing.append(e)
-        return missing
-
-    def load_random(self, size: str = "tiny") -> None:
-        """Tests and benchmarks only: build the same architecture with random weights.
-
-        size="tiny" gives a model small enough for a CPU test; size="full" the real
-        architecture (for timing). Model annotators override this; the pipeline never calls it.
-        """
-        raise NotImplementedError(f"{self.name} has no random-weight build")
 
     def annotate(self, inputs: list[dict[str, np.ndarray]], image_ids: list[str]) -> list[dict[str, NodeOutput]]:
         """For each image, map every node type in `produces_for(self.params)` to its NodeOutput.

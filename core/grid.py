@@ -8,6 +8,11 @@ method of its node type's resample kind (core/node_types.py): Lanczos for contin
 images (photos, depth, normals), the line-preserving max over each footprint for edge and line
 maps, nearest neighbour for masks and label maps (only their original values survive).
 
+Buckets (`export.buckets`, a list of cell sizes): a sample takes the bucket whose aspect is
+nearest its query image's, so a 3:4 portrait is cut into a 3:4 cell and keeps its whole subject
+(a square crop would drop a quarter of its height). `export.max_grid_pixels` caps a grid's area:
+a sample with many rows gets smaller cells, and its record says their size.
+
 Layouts:
 - grid: one composite PNG (`grid.png`), rows top to bottom, columns left to right;
 - sequence: the separate cells as `r<row>c<col>.png` fields plus the same JSON record (roles,
@@ -32,6 +37,22 @@ def cell_shape(cell_size: int, aspect: float = 1.0, max_aspect: float = 2.0) -> 
     h = max(ALIGN, round(cell_size / math.sqrt(a) / ALIGN) * ALIGN)
     w = max(ALIGN, round(cell_size * math.sqrt(a) / ALIGN) * ALIGN)
     return h, w
+
+
+def nearest_bucket(aspect: float, buckets: list[tuple[int, int]]) -> tuple[int, int]:
+    """The (width, height) bucket whose aspect is nearest `aspect` (w / h) on a log scale (a 2:1
+    image is as far from 1:1 as a 1:2 one); ties go to the earlier bucket."""
+    return min(buckets, key=lambda b: abs(math.log((b[0] / b[1]) / aspect)))
+
+
+def capped(hw: tuple[int, int], rows: int, cols: int, max_pixels: int | None) -> tuple[int, int]:
+    """`hw` scaled down (aspect kept, sides multiples of 16, at least 16) so that a rows x cols grid
+    of such cells holds at most `max_pixels` pixels; unchanged when it already fits or no cap."""
+    h, w = hw
+    if not max_pixels or rows * cols * h * w <= max_pixels:
+        return hw
+    scale = math.sqrt(max_pixels / (rows * cols * h * w))
+    return max(ALIGN, int(h * scale) // ALIGN * ALIGN), max(ALIGN, int(w * scale) // ALIGN * ALIGN)
 
 
 def fit_cell(rgb: np.ndarray, hw: tuple[int, int], kind: str = "continuous") -> np.ndarray:

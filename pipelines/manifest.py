@@ -50,7 +50,7 @@ def file_hashes(out: Path, paths: list[Path], cache_path: Path) -> dict[str, dic
     return files
 
 
-def build_manifest(params: Params, store, out: Path, cat, failures) -> dict:
+def build_manifest(params: Params, store, out: Path, cat, failures, cell_sizes: dict | None = None) -> dict:
     """Counts from the catalog's compact index and the failures table computed once by the export."""
     index = cat.node_index()
     samples = pq.read_table(store.samples_path, columns=["split", "task"]).to_pylist()
@@ -77,6 +77,8 @@ def build_manifest(params: Params, store, out: Path, cat, failures) -> dict:
             "samples_per_task": {t: dict(sorted(c.items())) for t, c in sorted(per_task.items())},
             "failures": failures.num_rows,
             "failures_per_reason": dict(sorted(reasons.items())),
+            # grid samples per cell size ("<width>x<height>": an aspect bucket after the grid's pixel cap)
+            "samples_per_cell_size": dict(sorted((cell_sizes or {}).items())),
         },
         "online_nodes": sorted(cat.online),
         "mining": json.loads(mining.read_text()) if mining.exists() else None,

@@ -70,15 +70,19 @@ def missing_weights(params) -> list[tuple[str, Exception]]:
 def require_weights(params) -> None:
     """WeightsMissing listing every missing weight, each with the command that fetches it."""
     missing = missing_weights(params)
-    if not missing:
-        return
+    if missing:
+        raise missing_weights_error(missing, "annotator", "annotate.models_dir", params.annotate.models_dir)
+
+
+def missing_weights_error(missing: list[tuple[str, Exception]], what: str, key: str, folder) -> WeightsMissing:
+    """One error listing every (configured model, MissingWeightsError), each with its fetch command."""
     lines = [f"  {name}: {e.spec.repo_id}{'/' + e.spec.filename if e.spec.filename else ''}  "
              f"(vicl models fetch {e.spec.repo_id})" for name, e in missing]
-    raise WeightsMissing(
-        f"missing model weights for {len({n for n, _ in missing})} configured annotator(s):\n" + "\n".join(lines)
-        + f"\nfetch them on a machine with network access (`vicl models fetch <repo>` into annotate.models_dir = "
-          f"{params.annotate.models_dir!r}) or set HF_HOME to a cache that holds them; `vicl models check` lists "
-          "what is there")
+    return WeightsMissing(
+        f"missing model weights for {len({n for n, _ in missing})} configured {what}(s):\n" + "\n".join(lines)
+        + f"\nfetch them on a machine with network access (`vicl models fetch <repo>` into {key} = "
+          f"{str(folder)!r}) or set HF_HOME to a cache that holds them"
+        + ("; `vicl models check` lists what is there" if what == "annotator" else ""))
 
 
 def fetch_error_line(name: str, error: Exception) -> str:

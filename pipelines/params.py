@@ -15,6 +15,7 @@ from mining.config import MineParams
 from training.config import TrainParams
 
 from pipelines.sampling_params import ExportParams, SamplerParams, TaskSpec  # noqa: F401 - re-exported
+from pipelines.judge_params import JudgeParams, threshold_errors
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
@@ -160,6 +161,7 @@ class Params(Section):
     ingest: IngestParams = Field(default_factory=IngestParams)
     annotate: AnnotateParams = Field(default_factory=AnnotateParams)
     mine: MineSection = Field(default_factory=MineSection)
+    judge: JudgeParams = Field(default_factory=JudgeParams)  # edit pair judges (docs/judges.md)
     sample: SamplerParams = Field(default_factory=SamplerParams)
     export: ExportParams = Field(default_factory=ExportParams)
     train: TrainParams = Field(default_factory=TrainParams)  # `vicl train` / training/dvc.yaml only
@@ -236,6 +238,8 @@ def validate_params(params: Params, source: str = "params") -> None:
                 if node not in produced:
                     raise ParamsError(f"{source}: sample.tasks.{i}.path: node type {node!r} is produced by no "
                                       f"configured annotator (add one under annotate.annotators)")
+    for error in threshold_errors(params)[:1]:  # sample.judge_thresholds name configured judges' scores
+        raise ParamsError(f"{source}: {error}")
 
 
 def produced_nodes(params: Params) -> dict[str, str]:

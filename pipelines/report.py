@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from core.node_types import LOCALITY_LEVELS, SEMANTIC_LEVELS
 from pipelines.report_edits import collect_edits, edits_html
+from pipelines.report_judges import collect_judges, judges_html
 from pipelines.store import NodeStore, write_bytes, write_json
 
 
@@ -61,7 +62,13 @@ def collect(params, store: NodeStore, samples: list[dict]) -> dict:
         "mined_cluster_sizes": clusters,
         "failures_per_reason": dict(sorted(Counter(f"{f['stage']}/{f['reason']}" for f in failures).items())),
         "leakage": json.loads(leakage_path.read_text()) if leakage_path.exists() else None,
+        "samples_per_cell_size": _manifest_counts(out).get("samples_per_cell_size", {}),
     }
+
+
+def _manifest_counts(out: Path) -> dict:
+    path = out / "manifest.json"
+    return json.loads(path.read_text()).get("counts", {}) if path.exists() else {}
 
 
 def _bar(ax, counts: dict, title: str):
@@ -94,6 +101,8 @@ def plot(data: dict, root: Path) -> list[str]:
                                 ("meta_tasks.png", data["per_meta_task"], "samples per meta-task"),
                                 ("failures.png", data["failures_per_reason"], "failures per reason"),
                                 ("clusters.png", data["mined_cluster_sizes"], "mined quadruplets per cluster"),
+                                ("cells.png", data.get("samples_per_cell_size", {}),
+                                 "grid samples per cell size (aspect bucket, width x height)"),
                                 ("quality.png", {f"{a}/{r}": n for a, c in data.get("quality", {}).get(
                                     "per_annotator_reason", {}).items() for r, n in c.items()},
                                  "held back by the quality gates (annotator/reason)")):
@@ -120,6 +129,7 @@ def write_report(params, store: NodeStore) -> Path:
     data = collect(params, store, samples)
     data["quality"] = collect_quality(params, store, root)
     data["edits"] = collect_edits(store, root, samples)
+    data["judges"] = collect_judges(params, store, root)  # score histograms, thresholds marked
     write_json(data, root / "report.json")
     images = plot(data, root)
     leak = data["leakage"] or {}
@@ -135,7 +145,8 @@ def write_report(params, store: NodeStore) -> Path:
             f"in train, {leak.get('eval_samples_sharing_an_image_with_train', 'n/a')} sharing an image</p>"
             + "".join(f'<img src="{name}" alt="{name}"><br>' for name in images)
             + "<table><tr><th>task</th><th>train</th><th>eval</th><th>eval_unseen</th></tr>"
-            + rows + "</table>" + edits_html(data["edits"]) + quality_html(data["quality"]) + "</body></html>")
+            + rows + "</table>" + edits_html(data["edits"]) + judges_html(data["judges"])
+            + quality_html(data["quality"]) + "</body></html>")
     write_bytes(page.encode(), root / "report.html")
     return root / "report.html"
 

@@ -93,6 +93,10 @@ class SamplerParams(_Section):
     near_duplicate_threshold: float = Field(0.95, gt=0, le=1)  # cosine of the split embedder's vectors
     near_duplicate_nprobe: int = Field(16, ge=1)  # IVF cells searched per image on large corpora (faiss)
     leakage_max_hamming: int = Field(6, ge=0, le=64)  # the leakage re-check: dHash64 Hamming distance
+    # issue 25, decontamination (pipelines/decontamination.py): benchmark images, as folders of image files or
+    # WebDataset tars (a path or glob ending .tar); every store image within near_duplicate_threshold (split
+    # embedder) or leakage_max_hamming (dHash64) of one, and its record, is in no split (samples/excluded.parquet)
+    exclude: list[str] = Field(default_factory=list)
     heldout_tasks: list[str] = Field(default_factory=list)  # unseen-task eval: split "eval_unseen"
     heldout_families: list[str] = Field(default_factory=list)
     mined_quadruplets: str | None = None  # parquet table of the mining stage -> task "mined_edit"
@@ -102,6 +106,30 @@ class SamplerParams(_Section):
     instructions: InstructionParams = Field(default_factory=InstructionParams)
     subjects: SubjectParams = Field(default_factory=SubjectParams)  # issue 14: subject records' filter
     episodes: EpisodeParams = Field(default_factory=EpisodeParams)  # issue 14: personalization episodes
+    # {"<judge>.<score>": minimum}: edit pairs scoring below (or unscored) are not used for quadruplets
+    # and go to samples/judge_rejects.parquet; the judge stage's scores are reused (docs/judges.md)
+    judge_thresholds: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("judge_thresholds")
+    @classmethod
+    def _judge_keys(cls, v: dict[str, float]) -> dict[str, float]:
+        for key in v:
+            judge, _, score = key.partition(".")
+            if not judge or not score or "." in score:
+                raise ValueError(f"{key!r}: a threshold key is '<judge>.<score>' (e.g. 'clip_direction.direction')")
+        return v
+
+    @field_validator("exclude")
+    @classmethod
+    def _exclude(cls, v: list[str]) -> list[str]:  # issue 25
+        for path in v:
+            if not path.strip():
+                raise ValueError("exclude entries are folder or .tar paths, not empty")
+            if path.startswith(("pipe:", "http:", "https:")) or "://" in path:
+                raise ValueError(f"{path!r}: only local folders and .tar files are benchmark inputs")
+            if any(c in path for c in "*?[") and not path.lower().endswith(".tar"):
+                raise ValueError(f"{path!r}: a glob must name .tar files (WebDataset); give a folder as its path")
+        return v
 
     @field_validator("rows")
     @classmethod
@@ -112,12 +140,26 @@ class SamplerParams(_Section):
 
 
 class ExportParams(_Section):
+    @field_validator("buckets")
+    @classmethod
+    def _buckets(cls, v):
+        if v is not None and (not v or any(w < 16 or h < 16 or w % 16 or h % 16 for w, h in v)):
+            raise ValueError("buckets must be a non-empty list of [width, height], sides >= 16 and multiples of 16")
+        return v
+
     shard_size: int = Field(64, ge=1)  # samples per tar
     cell_size: int = Field(256, ge=16)  # R: cells have area ~ R^2, sides divisible by 16
     mtime: int = 0  # fixed tar member mtime: byte-reproducible shards
     # cell shape: square R x R (Graph200K), or the query image's aspect (clamped) at area ~ R^2
     aspect: Literal["square", "query"] = "square"
     max_aspect: float = Field(2.0, ge=1)
+    # aspect buckets: [width, height] cell sizes (sides multiples of 16); each sample takes the one
+    # nearest its query image's aspect (overrides `aspect` and `cell_size`). E.g. the ~1 MP set
+    # [[1024, 1024], [896, 1152], [1152, 896], [832, 1216], [1216, 832], [768, 1344], [1344, 768]]
+    buckets: list[tuple[int, int]] | None = None
+    # a grid's total pixels at most this (None: no cap): more rows make smaller cells, never a
+    # silently huge grid; the record's cell_height / cell_width say the size used
+    max_grid_pixels: int | None = Field(None, ge=256)
     # grid: the composite shard set (always); sequence: separate images, one shard set per shape
     layouts: list[Literal["grid", "sequence"]] = Field(default_factory=lambda: ["grid"])
     # zlib level of the grid / cell PNGs (core.images.encode_png): 1 is the fastest that

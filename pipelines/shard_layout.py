@@ -26,7 +26,8 @@ import pyarrow as pa
 from pipelines.store import read_part, write_table
 
 INDEX_FILE = "shards_index.parquet"
-INDEX_SCHEMA = pa.schema([("set", pa.string()), ("key", pa.string()), ("shard", pa.int32())])
+INDEX_SCHEMA = pa.schema([("set", pa.string()), ("key", pa.string()), ("shard", pa.int32()),
+                          ("cell", pa.string())])  # cell: "<width>x<height>" the sample was rendered at
 
 
 def compact(keys: list[str], size: int) -> list[list[str]]:
@@ -74,11 +75,23 @@ def read_index(out: Path) -> dict[str, dict[str, int]]:
     return dict(index)
 
 
-def write_index(out: Path, sets: dict[str, list[list[str]]]) -> None:
-    rows = {"set": [], "key": [], "shard": []}
+def read_cells(out: Path) -> dict[tuple[str, str], str]:
+    """{(set, key): cell size} the last export rendered each sample at."""
+    path = Path(out) / INDEX_FILE
+    if not path.exists():
+        return {}
+    table = read_part(path)
+    if "cell" not in table.column_names:
+        return {}
+    return {(s, k): c for s, k, c in zip(*(table[n].to_pylist() for n in ("set", "key", "cell"))) if c}
+
+
+def write_index(out: Path, sets: dict[str, list[list[str]]], cells: dict[tuple[str, str], str | None]) -> None:
+    rows = {"set": [], "key": [], "shard": [], "cell": []}
     for set_name, shards in sorted(sets.items()):
         for j, keys in enumerate(shards):
             rows["set"] += [set_name] * len(keys)
             rows["key"] += keys
             rows["shard"] += [j] * len(keys)
+            rows["cell"] += [cells.get((set_name, k)) for k in keys]
     write_table(pa.table(rows, schema=INDEX_SCHEMA), Path(out) / INDEX_FILE)

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from core.images import decode_rgb, encode_png
-from core.grid import cell_shape, compose_grid, fit_cell, sequence_field
+from core.grid import capped, cell_shape, compose_grid, fit_cell, nearest_bucket, sequence_field
 from core.node_types import resample_kind
 from core.sample_schema import GRID_FIELD, JSON_FIELD, SCHEMA_VERSION, cell_boxes
 from pipelines.sampling_params import ExportParams
@@ -104,12 +104,18 @@ class CellCache:
 
 
 def cell_hw(sample: dict, cache: CellCache, export: ExportParams) -> tuple[int, int]:
-    """(height, width) of every cell of a sample (core/grid.py: the aspect rule)."""
+    """(height, width) of every cell of a sample (core/grid.py: the aspect rule, or the bucket nearest
+    the query image's aspect), then capped to the grid's pixel budget."""
     aspect = 1.0
-    if export.aspect == "query":
+    if export.aspect == "query" or export.buckets:
         w, h = cache.size(cell_refs(sample)[-len(sample["columns"])])  # first cell of the query row
         aspect = w / h
-    return cell_shape(export.cell_size, aspect, export.max_aspect)
+    if export.buckets:
+        bw, bh = nearest_bucket(aspect, [tuple(b) for b in export.buckets])
+        hw = (bh, bw)
+    else:
+        hw = cell_shape(export.cell_size, aspect, export.max_aspect)
+    return capped(hw, len(sample["image_ids"]), len(sample["columns"]), export.max_grid_pixels)
 
 
 def assemble(sample: dict, cache: CellCache, export: ExportParams, layout: str = "grid") -> dict:

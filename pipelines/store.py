@@ -297,6 +297,16 @@ class NodeStore:
         return self.samples_dir / "leakage.json"
 
     @property
+    def excluded_path(self) -> Path:
+        """Store images excluded from every split as near-duplicates of benchmark images (`sample.exclude`)."""
+        return self.samples_dir / "excluded.parquet"
+
+    @property
+    def benchmark_cache_path(self) -> Path:
+        """The benchmark images' split embeddings and dHash64 (pipelines/decontamination.py), kept with the set."""
+        return self.samples_dir / "benchmark_vectors.parquet"
+
+    @property
     def quadruplets_path(self) -> Path:
         """The mine stage's task-vector quadruplets (pairs of unknown transformation)."""
         return self.mined_dir / "quadruplets.parquet"
@@ -305,6 +315,20 @@ class NodeStore:
     def labelled_pairs_path(self) -> Path:
         """The mine stage's pairs of known transformation (a transform key each): the sampler pairs them."""
         return self.mined_dir / "labelled_pairs.parquet"
+
+    @property
+    def judged_dir(self) -> Path:
+        return self.root / "judged"
+
+    @property
+    def judge_scores_path(self) -> Path:
+        """The judge stage's scores: one row per (edit pair, judge, score name); its completion marker."""
+        return self.judged_dir / "scores.parquet"
+
+    @property
+    def judge_rejects_path(self) -> Path:
+        """The pairs the sample stage's judge thresholds kept out of quadruplets (pair, judge, score, threshold)."""
+        return self.samples_dir / "judge_rejects.parquet"
 
     @property
     def samples_dir(self) -> Path:

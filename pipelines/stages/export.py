@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,6 +33,7 @@ from pipelines.manifest import build_manifest
 from pipelines.params import Params
 from pipelines.sampling import SPLITS
 from pipelines.sampling_params import ExportParams
+from core.sample_schema import JSON_FIELD
 from pipelines.shards import GATE_SCORES_KEY, CellCache, assemble, cell_refs, write_tar
 from pipelines.store import NodeStore, clean_temp_files, folder_summary, read_cells, write_json, write_table
 from pipelines.verify import write_sums
@@ -94,7 +95,11 @@ def write_shard(item: dict) -> dict:
     cache = CellCache(cells, export.png_compress_level)  # cells shared by samples of this shard: fitted once
     encoded = [assemble(s, cache, export, item["layout"]) for s in samples]
     size = write_tar(encoded, item["path"], mtime=export.mtime)
-    return {"path": item["path"], "samples": len(encoded), "bytes": size}
+    cells = {}
+    for s in encoded:  # each sample's cell size (its bucket, after the grid's pixel cap): the manifest counts them
+        record = json.loads(s[JSON_FIELD])
+        cells[s["__key__"]] = f"{record['cell_width']}x{record['cell_height']}"
+    return {"path": item["path"], "samples": len(encoded), "bytes": size, "cells": cells}
 
 
 def shard_sets(samples: list[dict], export: ExportParams) -> list[tuple[str, str, str, list[dict]]]:
@@ -122,7 +127,8 @@ def _render_digest() -> str:
 
 # The export params a shard's bytes depend on: turning on the Graph200K export or changing the preview
 # count must not re-render a single shard (the plan digest holds only these).
-SHARD_FIELDS = ("shard_size", "cell_size", "mtime", "aspect", "max_aspect", "png_compress_level")
+SHARD_FIELDS = ("shard_size", "cell_size", "mtime", "aspect", "max_aspect", "buckets", "max_grid_pixels",
+                "png_compress_level")
 
 
 def shard_params_json(export: ExportParams) -> str:
@@ -168,6 +174,31 @@ def _locate(items: list[dict], cat: Catalog, index) -> None:
             path = cat.nodes[node].folder / f"part-{parts[pos[image_id]].as_py()}.parquet"
             located.append([node, image_id, str(path.relative_to(cat.store.root))])
         item["cells"] = json.dumps(located)
+
+
+def _read_unknown_cells(items: list[dict], sets: dict[str, list[list[str]]], cells: dict) -> int:
+    """Fill in the cell size of samples whose shard was kept but whose size the index does not hold
+    (an export killed after rendering it, before recording it): read from the shard's records."""
+    from core.sample_reader import read_samples
+
+    read = 0
+    for item, name in zip(items, _set_names(items, sets)):
+        keys = [s["key"] for s in json.loads(item["samples"])]
+        if all(cells.get((name, k)) for k in keys):
+            continue
+        for sample in read_samples([item["path"]]):
+            cells[(name, sample.key)] = f"{sample.record['cell_width']}x{sample.record['cell_height']}"
+        read += 1
+    return read
+
+
+def _set_names(items: list[dict], sets: dict[str, list[list[str]]]) -> list[str]:
+    """The shard set of each item (items come set by set, shard by shard, in `sets`' order)."""
+    names = []
+    for name, shards in sets.items():
+        names += [name] * len(shards)
+    assert len(names) == len(items)
+    return names
 
 
 def _keep_or_move(out: Path, old_plan: dict[str, str], new_plan: dict[str, str]) -> None:
@@ -231,12 +262,21 @@ def run_export(params: Params, store: NodeStore, progress=None) -> dict:
     # A finished shard is kept only if it was planned from the same inputs (its samples, their cells,
     # the export params, the rendering code); one planned under another number is renamed; the
     # rest is rewritten, and shards no longer planned are deleted.
+    known_cells = shard_layout.read_cells(out) if old_plan else {}
     _keep_or_move(out, old_plan, new_plan)
-    shard_layout.write_index(out, sets)
-    write_json(new_plan, plan_file)
     pending = [{**item, "store": str(store.root)} for item in items if not Path(item["path"]).exists()]
-    for _ in executor.map_tasks(write_shard, pending, progress, "export shards"):
-        pass
+    rendered = {Path(item["path"]) for item in pending}
+    # the cell size of every sample of a kept shard is known from the last export; the rest comes back
+    cells = {(name, key): known_cells.get((name, key)) for name, shards in sets.items()
+             for keys in shards for key in keys}
+    shard_layout.write_index(out, sets, cells)  # before rendering: a killed export resumes the same layout
+    write_json(new_plan, plan_file)
+    set_of = {Path(item["path"]).parent: name for item, name in zip(items, _set_names(items, sets))}
+    for result in executor.map_tasks(write_shard, pending, progress, "export shards"):
+        cells.update({(set_of[Path(result["path"]).parent], key): cell for key, cell in result["cells"].items()})
+    unknown = _read_unknown_cells(items, sets, cells)  # shards an interrupted export rendered
+    if rendered or unknown:
+        shard_layout.write_index(out, sets, cells)
     failures = store.failures(cat.annotator_folders())
     write_table(failures, out / "failures.parquet")
     write_table(quality_table(store, cat), out / "quality.parquet")
@@ -250,7 +290,9 @@ def run_export(params: Params, store: NodeStore, progress=None) -> dict:
         graph200k = export_graph200k(params, store, out / "graph200k")
     # issue 14: personalization episodes (samples/episodes.parquet) -> episodes/<split>/*.tar
     episodes = write_episode_shards(store, cat, out, export.shard_size, export.mtime)
-    manifest = build_manifest(params, store, out, cat, failures)
+    grid_sets = {name for name in sets if name.startswith("shards/")}
+    cell_sizes = Counter(cell for (name, _), cell in cells.items() if name in grid_sets and cell)
+    manifest = build_manifest(params, store, out, cat, failures, cell_sizes)
     write_json(manifest, out / "manifest.json")
     # sha256 of every shard beside them (`sha256sum -c SHA256SUMS`; `vicl verify` checks it too)
     write_sums(out, {rel: f["sha256"] for rel, f in manifest["files"].items() if rel.endswith(".tar")})

@@ -8,6 +8,8 @@
    key), and the mine stage's quadruplets and labelled pairs as `mined_edit` (pipelines/edit_quadruplets.py),
    in the task mix of pipelines/task_mix.py (the edit budget);
 5. the leakage report, re-checked with content ids and dHash64 (not the embedder that grouped);
+   with `sample.exclude`, store images near a benchmark image (split embedding or dHash64) and their
+   records are in no split (pipelines/decontamination.py: excluded.parquet, leakage.json's section);
 6. written under samples/ as one set (staged, then swapped in): samples.parquet, splits.parquet,
    leakage.json, inputs.json. A run whose inputs (catalog fingerprint, sample params, sampler
    code) match inputs.json does nothing.
@@ -25,9 +27,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.catalog import Catalog
+from pipelines.decontamination import benchmark_fingerprint, decontaminate  # issue 25
 from pipelines.stage import Stage, StageOrderError, code_digest
 from pipelines.params import Params
 from pipelines.edit_quadruplets import pairing_summary
+from pipelines.judge_thresholds import apply_judge_thresholds, scores_digest  # the judges' thresholds
 from core.node_types import NODE_TYPES
 from pipelines.sampling import eval_count, sample
 from pipelines.sampling_params import SamplerParams
@@ -130,6 +134,9 @@ def inputs_fingerprint(params: Params, cat: Catalog) -> str:
     digest = hashlib.sha256(cat.fingerprint().encode())
     digest.update(params.sample.model_dump_json().encode())
     digest.update(code_digest(SAMPLER_CODE).encode())  # the code that decides the samples
+    digest.update(scores_digest(params, cat.store).encode())  # the judge scores the thresholds read
+    if params.sample.exclude:  # issue 25: the benchmark files (names, sizes, times)
+        digest.update(benchmark_fingerprint(params.sample.exclude).encode())
     return digest.hexdigest()[:16]
 
 
@@ -166,14 +173,22 @@ def run_sample(params: Params, store: NodeStore) -> dict:
         has_hash, codes = np.zeros(len(index), bool), np.zeros((len(index), 8), np.uint8)
     # one group, hence one split: embedding near-duplicates, dHash near-duplicates (what the leakage
     # report re-checks with) and the images of one record (an edit pair, a subject)
-    group = merge_groups(group, *record_links(store, index))
+    links = record_links(store, index)
+    group = merge_groups(group, *links)
     group, splits = separate_hash_near_duplicates(ids, group, has_hash, codes, sp.leakage_max_hamming,
                                                   sp.eval_fraction, sp.seed)
+    decon = None  # issue 25: near-duplicates of benchmark images (and their records) in no split
+    if sp.exclude:
+        decon = decontaminate(params, store, cat, ids, emb_node, emb, has_emb, codes, has_hash, links)
+        index, splits = decon.apply(index, splits)
     categories = {}
     for node in sorted({n for t in tasks if t.same_category for n in t.path} & set(cat.nodes)):
         categories.update({(node, i): m.get("category") for i, m in node_meta(cat, node).items()})
     captions = {i: m.get("text", "") for i, m in node_meta(cat, "caption").items()}
     mined, labelled = edit_pairs(store, cat, sp)
+    if decon is not None:  # issue 25: no pair with an excluded image
+        mined, labelled = decon.rows(mined), decon.rows(labelled)
+    mined, labelled, judge_rejects = apply_judge_thresholds(params, store, mined, labelled)  # docs/judges.md
     samples = sample(index, tasks, sp, split_of=splits, groups=group,
                      embeddings=emb if sp.context == "retrieved" else None,
                      categories=categories, captions=captions, transforms=transform_keys(cat, tasks),
@@ -201,12 +216,21 @@ def run_sample(params: Params, store: NodeStore) -> dict:
                "mix": mix_summary(samples), "edit_pairing": pairing_summary(samples, labelled)}
     staging = staging_folder(folder)
     write_table(pa.Table.from_pylist(samples, schema=SAMPLES_SCHEMA), staging / store.samples_path.name)
-    write_table(pa.table({"image_id": ids, "group": ids.take(pa.array(group)), "split": pa.array(splits.tolist())},
-                         schema=SPLITS_SCHEMA), staging / store.splits_path.name)
+    split_table = pa.table({"image_id": ids, "group": ids.take(pa.array(group)), "split": pa.array(splits.tolist())},
+                           schema=SPLITS_SCHEMA)
+    if decon is not None:  # issue 25: excluded images are in no split (their rows: excluded.parquet)
+        split_table = split_table.filter(pa.array(~decon.excluded))
+        decon.write(staging, store.excluded_path.name, store.benchmark_cache_path.name)
+        leakage["decontamination"] = decon.report
+        summary["excluded_images"] = decon.report["excluded_images"]
+    write_table(split_table, staging / store.splits_path.name)
     episodes = stage_episodes(subjects, index, splits, sp.episodes, staging)  # issue 14: episodes.parquet
     if episodes is not None:
         summary["episodes"] = episodes
     write_json(leakage, staging / store.leakage_path.name)
+    write_table(judge_rejects, staging / store.judge_rejects_path.name)  # pairs the judge thresholds kept out
+    if sp.judge_thresholds:
+        summary["judge_rejected_pairs"] = len(set(judge_rejects["pair_id"].to_pylist()))
     write_json({"fingerprint": fingerprint, "summary": summary}, staging / store.sample_inputs_path.name)
     commit_folder(staging, folder)
     return summary
@@ -222,10 +246,11 @@ def sample_status(params: Params, store: NodeStore) -> list[str]:
 SAMPLER_CODE = tuple(f"pipelines/{name}" for name in (
     "sampling.py", "ring.py", "sampling_params.py", "edit_quadruplets.py", "task_mix.py", "tasks.py",
     "task_families.yaml", "instructions.py", "instruction_phrases.yaml", "splits.py", "catalog.py", "subjects.py",
-    "subject_sampling.py", "episodes.py", "stages/sample.py")) + ("core/perceptual_hash.py",)
+    "subject_sampling.py", "episodes.py", "stages/sample.py", "decontamination.py",
+    "judge_thresholds.py")) + ("core/perceptual_hash.py",)
 
 STAGE = Stage(
     name="sample", help="draw in-context samples (tasks x rows of distinct images) into the samples table",
     run=lambda params, store, progress=None: run_sample(params, store), status=sample_status,
-    reads=("{store}/images", "{store}/nodes", "{store}/mined"), writes=("{store}/samples",),
+    reads=("{store}/images", "{store}/nodes", "{store}/mined", "{store}/judged"), writes=("{store}/samples",),
     done="store.samples_path", params=("sample",), code=SAMPLER_CODE)
