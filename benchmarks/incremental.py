@@ -10,7 +10,7 @@ embedding and dHash). Then:
   1. adds `grow` x N new photos and runs both commands again;
   2. changes one parameter of `canny` (a member of the fused CPU group) and runs again;
   3. runs once more with nothing changed: the fixed cost of a command with no work.
-With --export, `vicl sample` and `vicl export` run too (samples_per_task 200, shards of 64): each
+With --export, `vicl mine` (disabled: it writes its empty set), `vicl judge`, `vicl sample` and `vicl export` run too (samples_per_task 200, shards of 64): each
 run also prints how many samples changed (by key and content) and how many shards were written.
 Printed per run: wall seconds of the commands, the (image, annotator) outputs computed (counted
 from the part files written) and the compute seconds those rows record. Goals (issues 12, 23):
@@ -102,7 +102,7 @@ def main() -> None:
               "ingest": {"sources": [{"kind": "folder", "path": "photos"}], "part_size": args.part_size},
               "annotate": {"annotators": ANNOTATORS}, "mine": {"enabled": False},
               "sample": {"samples_per_task": 200}, "export": {"shard_size": 64}}
-    stages = ("ingest", "annotate") + (("sample", "export") if args.export else ())
+    stages = ("ingest", "annotate") + (("mine", "judge", "sample", "export") if args.export else ())
 
     def run(label: str) -> tuple[float, int, float]:
         (root / "params.yaml").write_text(yaml.safe_dump(params))
