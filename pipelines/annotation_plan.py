@@ -18,6 +18,7 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.executor import resolve_device
 from pipelines.params import AnnotatorSpec, Params, ParamsError
 from pipelines.store import NodeStore
 
@@ -76,16 +77,6 @@ def output_key(cls, params_model, digest: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _resolve_device(device: str, num_gpus: float) -> str:
-    if device != "auto":
-        return device
-    if num_gpus == 0:  # a CPU annotator: no torch import (2 s) in a driver that may never need it
-        return "cpu"
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def configured(params: Params) -> dict[str, AnnotatorSpec]:
     """The annotators to run: those under annotate.annotators plus what the sampler needs from
     every image (its split embedding and the leakage check's perceptual hash)."""
@@ -115,7 +106,7 @@ def plan(params: Params, store: NodeStore) -> list[AnnotatorRun]:
             produces=cls.produces_for(model),
             requires=tuple(r.removesuffix(".meta") for r in cls.requires_for(model)),
             folder=store.annotator_dir(name, key), key=key, spec=spec,
-            device=_resolve_device(params.annotate.device, num_gpus), num_gpus=num_gpus,
+            device=resolve_device(params.annotate.device, num_gpus), num_gpus=num_gpus,
             num_cpus=spec.num_cpus if spec.num_cpus is not None else cls.resources.num_cpus,
             batch_size=spec.batch_size or cls.resources.batch_size,
             concurrency=spec.concurrency or cls.resources.concurrency, weight_free=not cls.weights)

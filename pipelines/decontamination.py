@@ -50,6 +50,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipelines.executor import resolve_device
 from pipelines.params import ParamsError, SourceParams
 from pipelines.splits import EXACT_MAX_N, _build_index, codes_nearest, merge_groups, unit_rows
 
@@ -185,17 +186,6 @@ def embedder_of(params, cat, node: str) -> tuple[str, str, str]:
     return name, params_json, str(Path(loc.folder).relative_to(cat.store.root))
 
 
-def _device(params, cls) -> str:
-    device = params.annotate.device
-    if device != "auto":
-        return device
-    if not cls.resources.num_gpus:
-        return "cpu"
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def read_benchmark(params, cat, emb_node: str, cached: pa.Table | None = None) -> Benchmark:
     """Every benchmark image's split embedding and dHash64, from `cached` rows where their key
     matches, else read, normalised and embedded here (the annotator built once)."""
@@ -240,7 +230,8 @@ def read_benchmark(params, cat, emb_node: str, cached: pa.Table | None = None) -
                 except ImageRejected as e:
                     raise _fail(i, ref, f"{e.reason}: {e.detail}") from None
             if annotator is None:
-                annotator = build_annotator(name, params_json, device=_device(params, cls),
+                device = resolve_device(params.annotate.device, cls.resources.num_gpus)
+                annotator = build_annotator(name, params_json, device=device,
                                             models_dir=params.annotate.models_dir,
                                             plugins=params.annotate.plugins)[1]
             batch = cls.resources.batch_size or 16

@@ -132,6 +132,18 @@ def session(params: RayParams, address: str | None = None):
 
 # --- running a stage's tasks: here, as Ray tasks, or in a Ray Data actor pool ------------------
 
+def resolve_device(device: str, num_gpus: float) -> str:
+    """The torch device a model runs on: `device` as configured, or for `auto` CUDA when the model
+    asks for a GPU and one is there (a CPU model never imports torch just to ask: 2 s)."""
+    if device != "auto":
+        return device
+    if num_gpus == 0:
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def map_tasks(fn, items: list, progress=None, desc: str = ""):
     """`fn` over `items` (plain data), results in item order: here for a task or two (`inline`),
     else one Ray Data task per item. Ingest's parts and export's shards go through it."""

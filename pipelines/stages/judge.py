@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import executor
+from pipelines.executor import resolve_device
 from pipelines.models_cli import missing_weights_error
 from pipelines.params import Params
 from pipelines.stage import Stage
@@ -114,16 +115,6 @@ class JudgeWorker:
         return {"rows": [json.dumps(self.score_pairs(json.loads(c))) for c in batch["pairs"]]}
 
 
-def _device(device: str, num_gpus: float) -> str:
-    if device != "auto":
-        return device
-    if num_gpus == 0:
-        return "cpu"
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def score_with(name: str, params: Params, store: NodeStore, pairs: list[dict], key: str, progress=None) -> list[dict]:
     """Score rows of `pairs` by one judge: here for a chunk or two, else in an actor pool."""
     from annotators import judges
@@ -131,7 +122,7 @@ def score_with(name: str, params: Params, store: NodeStore, pairs: list[dict], k
     spec, res = params.judge.judges[name], judges.get(name).resources
     num_gpus = spec.num_gpus if spec.num_gpus is not None else res.num_gpus
     kwargs = {"name": name, "params_json": json.dumps(spec.params), "key": key,
-              "device": _device(params.judge.device, num_gpus), "models_dir": models_dir(params),
+              "device": resolve_device(params.judge.device, num_gpus), "models_dir": models_dir(params),
               "store_root": str(store.root), "batch_size": spec.batch_size or res.batch_size}
     size = params.judge.chunk_size
     chunks = [pairs[k:k + size] for k in range(0, len(pairs), size)]
