@@ -117,7 +117,7 @@ def main() -> None:
             after, shards_after = samples(root), shard_files(root)
             changed = sum(after.get(k) != v for k, v in samples_before.items()) + len(after.keys() - samples_before.keys())
             written = sum(shards_before.get(p) != m for p, m in shards_after.items())
-            print(f"{'':<30} sample + export {sum(walls[2:]):5.1f} s   samples changed or new {changed} of {len(after)}"
+            print(f"{'':<30} mine..export {sum(walls[2:]):5.1f} s   samples changed or new {changed} of {len(after)}"
                   f"   shards written {written} of {len(shards_after)}", flush=True)
         return sum(walls[:2]), outputs, seconds
 

@@ -306,7 +306,8 @@ def find_contaminated(store_emb: np.ndarray, has_emb: np.ndarray, store_codes: n
     (has_hash False) are judged by the other signal only."""
     has_emb, has_hash = np.asarray(has_emb, bool), np.asarray(has_hash, bool)
     nearest, cosine = nearest_embeddings(store_emb, has_emb, bench_emb, exact_max_n=exact_max_n, nprobe=nprobe)
-    by_embedding = np.nan_to_num(cosine, nan=-np.inf) >= threshold
+    # on a 1e-6 grid, as the sampler compares: BLAS summation order never decides an exclusion
+    by_embedding = np.round(np.nan_to_num(cosine, nan=-np.inf), 6) >= threshold
     n = len(has_hash)
     by_dhash, dhash_nearest, hamming = np.zeros(n, bool), np.full(n, -1, np.int64), np.full(n, -1, np.int64)
     rows = np.flatnonzero(has_hash)
@@ -395,7 +396,7 @@ def decontaminate(params, store, cat, ids: pa.Array, emb_node: str, emb: np.ndar
         reason.append("embedding+dhash" if e and h else "embedding" if e else "dhash" if h else "record")
         pick = int(m.embedding_nearest[i] if e else m.dhash_nearest[i] if h else -1)
         bench_ref.append(bench.refs[pick] if pick >= 0 else None)
-        cosine.append(float(np.dot(emb[i].astype(np.float64), bench.embeddings[pick].astype(np.float64)))
+        cosine.append(round(float(np.dot(emb[i].astype(np.float64), bench.embeddings[pick].astype(np.float64))), 6)
                       if pick >= 0 and has_emb[i] else None)
         hamming.append(int(np.unpackbits(codes[i] ^ bench.codes[pick]).sum()) if pick >= 0 and has_hash[i] else None)
         by.append(ids[int(via[i])].as_py() if via[i] >= 0 else None)

@@ -149,25 +149,35 @@ def draw_sample(task: Task, split: str, query: int, candidates: np.ndarray, pool
 
 
 def _walk_task(task: Task, split: str, count: int, eligible: np.ndarray, pools: dict | None, places: np.ndarray,
-               params: SamplerParams, **draw_kwargs) -> list[dict]:
+               ring_order: np.ndarray, params: SamplerParams, **draw_kwargs) -> list[dict]:
     """`count` samples of one task in one split: its eligible positions walked in ring order from the
     task's starting place (occurrence c of a query when the walk goes round c times), each with the
-    contexts that follow it on the ring within its pool."""
-    order = ring.walk(eligible, places[eligible], ring.digest64(f"{params.seed}/{split}/{task.name}/start"))
-    rings: dict[int, tuple[np.ndarray, dict]] = {}  # pool (by identity: keyed pools share arrays) -> ring order
-    max_k = max(params.rows) - 1
-    window = context_window(max_k)
+    contexts that follow it on the ring within its pool. `ring_order`: every position in ring order
+    (sorted once per sample run), so a task costs one pass over a mask, not a sort of its images."""
+    mask = np.zeros(len(places), bool)
+    mask[eligible] = True
+    in_ring = ring_order[mask[ring_order]]
+    first = int(np.searchsorted(places[in_ring], np.uint64(ring.digest64(f"{params.seed}/{split}/{task.name}/start"))))
+    rings: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # keyed pool (shared arrays, by identity) -> ring order
+    window = context_window(max(params.rows) - 1)
     out = []
     for j in range(count):
-        query, occurrence = int(order[j % len(order)]), j // len(order)
-        pool = pools[query] if pools is not None else eligible
-        if id(pool) not in rings:
-            walked = ring.walk(pool, places[pool], 0)
-            rings[id(pool)] = (walked, {int(p): k for k, p in enumerate(walked.tolist())})
-        walked, at = rings[id(pool)]
+        step = (first + j) % len(in_ring)
+        query, occurrence = int(in_ring[step]), j // len(in_ring)
+        if pools is None:  # the pool is the task's own walk: the query's place in it is known
+            pool, walked, at = eligible, in_ring, step
+        else:
+            pool = pools[query]
+            if id(pool) not in rings:
+                walked = ring.walk(pool, places[pool], 0)
+                rings[id(pool)] = (walked, places[walked])
+            walked, walked_places = rings[id(pool)]
+            at = int(np.searchsorted(walked_places, places[query]))
+            while walked[at] != query:  # equal places (a 64-bit tie): in position order after it
+                at += 1
         n = len(walked)
         # the window after the query; a later occurrence of the query takes the next window along
-        steps = (at[query] + 1 + occurrence * window + np.arange(min(window, max(n - 1, 0)))) % max(n, 1)
+        steps = (at + 1 + occurrence * window + np.arange(min(window, max(n - 1, 0)))) % max(n, 1)
         candidates = walked[steps] if n > 1 else walked[:0]
         # each query orders its window by a digest of (query, candidate): an image entering the
         # window changes the contexts only if it ranks among those picked
@@ -287,6 +297,7 @@ def sample(index, tasks: list[Task], params, *, split_of=None, groups=None, embe
     transform_nodes = {node for node, _ in transforms}
     ids = _Ids(index.ids)
     places = ring.places(index.ids, params.seed)
+    ring_order = np.lexsort((np.arange(n), places))  # every position in ring order, ties by position
     heldout = set(params.heldout_tasks) | {t.name for t in tasks if t.family in params.heldout_families}
     eligible_of = {}
     for t in tasks:
@@ -326,7 +337,8 @@ def sample(index, tasks: list[Task], params, *, split_of=None, groups=None, embe
             counts.update(capped)
         plan[split] = counts
         for name, (task, eligible, pools, key_of) in drawable.items():
-            for s in _walk_task(task, split, counts[name], eligible, pools, places, params, ids=ids, group=group,
+            for s in _walk_task(task, split, counts[name], eligible, pools, places, ring_order, params, ids=ids,
+                                group=group,
                                 embeddings=embeddings, captions=captions):
                 if key_of is not None:  # the key every row shares: what admitted the sample
                     s["scores"] = json.dumps({"pool_key": [str(k) for k in key_of(s["image_ids"][-1])]},

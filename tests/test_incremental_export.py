@@ -68,3 +68,20 @@ def test_layout_keeps_samples_fills_gaps_then_appends_and_moves_the_last_shard_d
     assert layout(list("abcgxy"), previous, 3) == [["a", "b", "c"], ["x", "y"], ["g"]]
     # less than half full on average: laid out afresh
     assert layout(list("adg"), previous, 3) == [["a", "d", "g"]]
+
+
+def test_a_shard_planned_under_another_number_is_renamed_not_rendered(tmp_path):
+    from pipelines.stages.export import _keep_or_move, item_digest
+
+    shards = tmp_path / "shards" / "train"
+    shards.mkdir(parents=True)
+    item = {"set": "shards/train@4", "layout": "grid", "samples": "[...]"}
+    digest_a, digest_b = item_digest({**item, "shard": 2, "path": "x"}), item_digest({**item, "samples": "[b]"})
+    assert digest_a == item_digest({**item, "shard": 0, "path": "y"})  # its number is not what it is made from
+    (shards / "train-00002.tar").write_bytes(b"A")
+    (shards / "train-00000.tar").write_bytes(b"old")
+    inode = (shards / "train-00002.tar").stat().st_ino
+    old = {"shards/train/train-00000.tar": digest_b, "shards/train/train-00002.tar": digest_a}
+    _keep_or_move(tmp_path, old, {"shards/train/train-00000.tar": digest_a})
+    assert sorted(p.name for p in shards.iterdir()) == ["train-00000.tar"]
+    assert (shards / "train-00000.tar").read_bytes() == b"A" and (shards / "train-00000.tar").stat().st_ino == inode

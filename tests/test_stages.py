@@ -46,7 +46,7 @@ def test_dvc_yaml_runs_every_declared_stage_with_its_inputs_outputs_params_and_c
             assert (REPO / path).exists(), f"{stage.name}: declared code {path} does not exist"
 
 
-def test_the_cli_offers_every_stage_and_run_runs_them_in_order(tmp_path):
+def test_the_cli_offers_every_stage_and_refuses_one_whose_inputs_are_missing(tmp_path):
     parser = build_parser()
     for stage in STAGES:
         assert parser.parse_args([stage.name]).command == stage.name

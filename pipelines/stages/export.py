@@ -99,7 +99,7 @@ def write_shard(item: dict) -> dict:
     for s in encoded:  # each sample's cell size (its bucket, after the grid's pixel cap): the manifest counts them
         record = json.loads(s[JSON_FIELD])
         cells[s["__key__"]] = f"{record['cell_width']}x{record['cell_height']}"
-    return {"path": item["path"], "samples": len(encoded), "bytes": size, "cells": cells}
+    return {"path": item["path"], "set": item["set"], "samples": len(encoded), "bytes": size, "cells": cells}
 
 
 def shard_sets(samples: list[dict], export: ExportParams) -> list[tuple[str, str, str, list[dict]]]:
@@ -155,7 +155,8 @@ def plan_shards(params: Params, store: NodeStore, cat: Catalog,
             chunk = [by_key[k] for k in keys]
             needed = sorted({ref for s in chunk for ref in cell_refs(s) if ref[0] not in online}
                             | {("image", i) for s in chunk for n, i in cell_refs(s) if n in online})
-            items.append({"path": str(shard_path(out, split, j, layout, shape)), "layout": layout,
+            items.append({"path": str(shard_path(out, split, j, layout, shape)), "set": set_name, "shard": j,
+                          "layout": layout,
                           "samples": json.dumps(chunk), "cells": needed, "online": json.dumps(online),
                           "plugins": list(cat.plugins), "export": shard_params_json(export), "render": render})
     alias_reference_cells(items, cat.references())  # issue 14: a reference cell reads the other view's image
@@ -182,23 +183,14 @@ def _read_unknown_cells(items: list[dict], sets: dict[str, list[list[str]]], cel
     from core.sample_reader import read_samples
 
     read = 0
-    for item, name in zip(items, _set_names(items, sets)):
-        keys = [s["key"] for s in json.loads(item["samples"])]
-        if all(cells.get((name, k)) for k in keys):
+    for item in items:
+        name = item["set"]
+        if all(cells.get((name, k)) for k in sets[name][item["shard"]]):
             continue
         for sample in read_samples([item["path"]]):
             cells[(name, sample.key)] = f"{sample.record['cell_width']}x{sample.record['cell_height']}"
         read += 1
     return read
-
-
-def _set_names(items: list[dict], sets: dict[str, list[list[str]]]) -> list[str]:
-    """The shard set of each item (items come set by set, shard by shard, in `sets`' order)."""
-    names = []
-    for name, shards in sets.items():
-        names += [name] * len(shards)
-    assert len(names) == len(items)
-    return names
 
 
 def _keep_or_move(out: Path, old_plan: dict[str, str], new_plan: dict[str, str]) -> None:
@@ -228,8 +220,9 @@ def _keep_or_move(out: Path, old_plan: dict[str, str], new_plan: dict[str, str])
 
 
 def item_digest(item: dict) -> str:
-    """What a shard is made from, without where the build lives (two folders, one digest)."""
-    return hashlib.sha256(json.dumps({k: v for k, v in item.items() if k not in ("path", "store")},
+    """What a shard is made from, without where the build lives (two folders, one digest) or its number
+    (a shard planned under another number is renamed, not rendered again)."""
+    return hashlib.sha256(json.dumps({k: v for k, v in item.items() if k not in ("path", "store", "shard")},
                                      sort_keys=True).encode()).hexdigest()
 
 
@@ -271,9 +264,8 @@ def run_export(params: Params, store: NodeStore, progress=None) -> dict:
              for keys in shards for key in keys}
     shard_layout.write_index(out, sets, cells)  # before rendering: a killed export resumes the same layout
     write_json(new_plan, plan_file)
-    set_of = {Path(item["path"]).parent: name for item, name in zip(items, _set_names(items, sets))}
     for result in executor.map_tasks(write_shard, pending, progress, "export shards"):
-        cells.update({(set_of[Path(result["path"]).parent], key): cell for key, cell in result["cells"].items()})
+        cells.update({(result["set"], key): cell for key, cell in result["cells"].items()})
     unknown = _read_unknown_cells(items, sets, cells)  # shards an interrupted export rendered
     if rendered or unknown:
         shard_layout.write_index(out, sets, cells)
